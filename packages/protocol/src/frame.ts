@@ -1,0 +1,349 @@
+/**
+ * storpool wire protocol: length-prefixed binary frames over TCP, little-endian, fixed-size
+ * self-checking headers (magic + CRC32C of the header), data followed by one CRC32C per 4 KiB.
+ * Layouts are in docs/wire-protocol.md; the byte tests in test/frame.test.ts pin them.
+ * Pure codecs: no sockets here.
+ */
+import { StorpoolError } from '@storpool/errors';
+import { crc32c, chunkCount } from './crc.js';
+import { CRC_BYTES, FRAME_PAYLOAD_BYTES_MAX, OBJECT_BYTES } from './limits.js';
+
+export const REQUEST_MAGIC = 0x51525053; // "SPRQ" little-endian
+export const REPLY_MAGIC = 0x53525053; // "SPRS" little-endian
+export const REQUEST_HEADER_BYTES = 64;
+export const REPLY_HEADER_BYTES = 32;
+
+export const Op = {
+  HELLO: 1,
+  PING: 2,
+  STATS: 3,
+  /** Client ops, sent to the shard's primary. */
+  READ: 10,
+  WRITE: 11,
+  TRIM: 12,
+  WRITE_ZEROES: 13,
+  FLUSH: 14,
+  BLOCK_STATUS: 15,
+  /** Peer ops, primary -> replica, whole 4 KiB blocks only. */
+  REPLICA_WRITE: 20,
+  REPLICA_TRIM: 21,
+  /** Reads this disk's own copy: no forwarding, no repair (replica checks, repair source). */
+  REPLICA_READ: 22,
+  /** Recovery: list objects (with versions) this disk holds. */
+  OBJECT_LIST: 30,
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+const OP_CODES: ReadonlySet<number> = new Set(Object.values(Op));
+
+export function opName(op: number): string {
+  for (const [name, code] of Object.entries(Op)) if (code === op) return name;
+  return `OP_${op}`;
+}
+
+/** Ops whose request payload is data followed by per-4 KiB CRCs. */
+export function opCarriesData(op: number): boolean {
+  return op === Op.WRITE || op === Op.REPLICA_WRITE;
+}
+
+export interface RequestHeader {
+  op: OpCode;
+  flags: number;
+  requestId: number;
+  /** Bytes following the header. */
+  payloadBytes: number;
+  /** Shard-map epoch the sender routed this request with. */
+  epoch: number;
+  /** Shard group (placement policy) the volume belongs to. */
+  group: number;
+  volumeId: number;
+  objectIndex: number;
+  /** Byte offset within the object. */
+  offset: number;
+  /** Bytes of the object the op covers. */
+  length: number;
+  /** Object version assigned by the primary (replica ops), else 0. */
+  version: number;
+  shard: number;
+}
+
+export interface ReplyHeader {
+  /** 0 on success, else a wire status from @storpool/errors. */
+  status: number;
+  flags: number;
+  requestId: number;
+  payloadBytes: number;
+  version: number;
+  /** The replying server's shard-map epoch: a client behind it refreshes. */
+  epoch: number;
+}
+
+export interface RequestFrame {
+  header: RequestHeader;
+  payload: Buffer;
+}
+export interface ReplyFrame {
+  header: ReplyHeader;
+  payload: Buffer;
+}
+
+/** Request flags. */
+export const RequestFlag = {
+  /** READ: do not fetch a good copy from a replica on a checksum failure (report it). */
+  NO_REPAIR: 1,
+} as const;
+const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR;
+
+function invalid(message: string): StorpoolError {
+  return new StorpoolError('WIRE_ERR_FRAME_INVALID', message);
+}
+
+function writeU64(b: Buffer, at: number, value: number): void {
+  b.writeUInt32LE(value % 0x1_0000_0000, at);
+  b.writeUInt32LE(Math.floor(value / 0x1_0000_0000), at + 4);
+}
+
+/** u64 read as a JS number; values ≥ 2^53 are refused (no id, offset or version gets there). */
+function readU64(b: Buffer, at: number, field: string): number {
+  const high = b.readUInt32LE(at + 4);
+  if (high >= 0x20_0000) throw invalid(`${field} exceeds 2^53`);
+  return high * 0x1_0000_0000 + b.readUInt32LE(at);
+}
+
+/**
+ * Request header, 64 bytes:
+ *  0 u32 magic  4 u16 op  6 u16 flags  8 u32 requestId  12 u32 payloadBytes  16 u32 epoch
+ * 20 u16 group 22 u16 reserved(0)  24 u64 volumeId  32 u32 objectIndex  36 u32 offset
+ * 40 u32 length  44 u32 reserved(0)  48 u64 version  56 u32 shard  60 u32 crc32c(bytes 0..59)
+ */
+export function encodeRequestHeader(h: RequestHeader, b: Buffer, at = 0): void {
+  b.writeUInt32LE(REQUEST_MAGIC, at);
+  b.writeUInt16LE(h.op, at + 4);
+  b.writeUInt16LE(h.flags, at + 6);
+  b.writeUInt32LE(h.requestId, at + 8);
+  b.writeUInt32LE(h.payloadBytes, at + 12);
+  b.writeUInt32LE(h.epoch, at + 16);
+  b.writeUInt16LE(h.group, at + 20);
+  b.writeUInt16LE(0, at + 22);
+  writeU64(b, at + 24, h.volumeId);
+  b.writeUInt32LE(h.objectIndex, at + 32);
+  b.writeUInt32LE(h.offset, at + 36);
+  b.writeUInt32LE(h.length, at + 40);
+  b.writeUInt32LE(0, at + 44);
+  writeU64(b, at + 48, h.version);
+  b.writeUInt32LE(h.shard, at + 56);
+  b.writeUInt32LE(crc32c(b.subarray(at, at + 60)), at + 60);
+}
+
+/** Decodes and validates a request header: every field a peer could get wrong is checked here. */
+export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
+  if (b.readUInt32LE(at) !== REQUEST_MAGIC) throw invalid('bad request magic');
+  if (crc32c(b.subarray(at, at + 60)) !== b.readUInt32LE(at + 60)) throw invalid('request header CRC mismatch');
+  const op = b.readUInt16LE(at + 4);
+  if (!OP_CODES.has(op)) throw invalid(`unknown op ${op}`);
+  const flags = b.readUInt16LE(at + 6);
+  if ((flags & ~REQUEST_FLAGS_KNOWN) !== 0) throw invalid(`unknown request flags 0x${flags.toString(16)}`);
+  if (b.readUInt16LE(at + 22) !== 0 || b.readUInt32LE(at + 44) !== 0) throw invalid('reserved bytes are not zero');
+  const h: RequestHeader = {
+    op: op as OpCode,
+    flags,
+    requestId: b.readUInt32LE(at + 8),
+    payloadBytes: b.readUInt32LE(at + 12),
+    epoch: b.readUInt32LE(at + 16),
+    group: b.readUInt16LE(at + 20),
+    volumeId: readU64(b, at + 24, 'volumeId'),
+    objectIndex: b.readUInt32LE(at + 32),
+    offset: b.readUInt32LE(at + 36),
+    length: b.readUInt32LE(at + 40),
+    version: readU64(b, at + 48, 'version'),
+    shard: b.readUInt32LE(at + 56),
+  };
+  if (h.payloadBytes > FRAME_PAYLOAD_BYTES_MAX) throw invalid(`payload of ${h.payloadBytes} bytes exceeds ${FRAME_PAYLOAD_BYTES_MAX}`);
+  if (h.offset > OBJECT_BYTES || h.length > OBJECT_BYTES - h.offset) throw invalid(`range ${h.offset}+${h.length} outside the object`);
+  if (opCarriesData(h.op)) {
+    if (h.payloadBytes !== dataPayloadBytes(h.length)) throw invalid(`payload ${h.payloadBytes} != ${h.length} data bytes + CRCs`);
+  } else if (h.op !== Op.HELLO && h.payloadBytes !== 0) {
+    throw invalid(`${opName(h.op)} carries no payload`);
+  }
+  return h;
+}
+
+/**
+ * Reply header, 32 bytes:
+ *  0 u32 magic  4 u16 status  6 u16 flags  8 u32 requestId  12 u32 payloadBytes
+ * 16 u64 version  24 u32 epoch  28 u32 crc32c(bytes 0..27)
+ */
+export function encodeReplyHeader(h: ReplyHeader, b: Buffer, at = 0): void {
+  b.writeUInt32LE(REPLY_MAGIC, at);
+  b.writeUInt16LE(h.status, at + 4);
+  b.writeUInt16LE(h.flags, at + 6);
+  b.writeUInt32LE(h.requestId, at + 8);
+  b.writeUInt32LE(h.payloadBytes, at + 12);
+  writeU64(b, at + 16, h.version);
+  b.writeUInt32LE(h.epoch, at + 24);
+  b.writeUInt32LE(crc32c(b.subarray(at, at + 28)), at + 28);
+}
+
+export function decodeReplyHeader(b: Buffer, at = 0): ReplyHeader {
+  if (b.readUInt32LE(at) !== REPLY_MAGIC) throw invalid('bad reply magic');
+  if (crc32c(b.subarray(at, at + 28)) !== b.readUInt32LE(at + 28)) throw invalid('reply header CRC mismatch');
+  const h: ReplyHeader = {
+    status: b.readUInt16LE(at + 4),
+    flags: b.readUInt16LE(at + 6),
+    requestId: b.readUInt32LE(at + 8),
+    payloadBytes: b.readUInt32LE(at + 12),
+    version: readU64(b, at + 16, 'version'),
+    epoch: b.readUInt32LE(at + 24),
+  };
+  if (h.flags !== 0) throw invalid(`unknown reply flags 0x${h.flags.toString(16)}`);
+  // A reply may carry a stats document or an object listing, somewhat larger than data frames.
+  if (h.payloadBytes > FRAME_PAYLOAD_BYTES_MAX) throw invalid(`payload of ${h.payloadBytes} bytes exceeds ${FRAME_PAYLOAD_BYTES_MAX}`);
+  return h;
+}
+
+/** Data bytes plus one CRC32C per 4 KiB chunk. */
+export function dataPayloadBytes(length: number): number {
+  return length + chunkCount(length) * CRC_BYTES;
+}
+
+/** Encodes a whole request (header + payload parts) into one buffer. */
+export function encodeRequest(h: Omit<RequestHeader, 'payloadBytes'>, payload: readonly Uint8Array[] = []): Buffer {
+  let payloadBytes = 0;
+  for (const part of payload) payloadBytes += part.length;
+  const b = Buffer.allocUnsafe(REQUEST_HEADER_BYTES + payloadBytes);
+  encodeRequestHeader({ ...h, payloadBytes }, b, 0);
+  let at = REQUEST_HEADER_BYTES;
+  for (const part of payload) {
+    b.set(part, at);
+    at += part.length;
+  }
+  return b;
+}
+
+export function encodeReply(h: Omit<ReplyHeader, 'payloadBytes'>, payload: readonly Uint8Array[] = []): Buffer {
+  let payloadBytes = 0;
+  for (const part of payload) payloadBytes += part.length;
+  const b = Buffer.allocUnsafe(REPLY_HEADER_BYTES + payloadBytes);
+  encodeReplyHeader({ ...h, payloadBytes }, b, 0);
+  let at = REPLY_HEADER_BYTES;
+  for (const part of payload) {
+    b.set(part, at);
+    at += part.length;
+  }
+  return b;
+}
+
+/** Splits a data payload into its data and its CRCs (views, no copy). */
+export function splitDataPayload(payload: Buffer, length: number): { data: Buffer; crcs: Uint32Array } {
+  const n = chunkCount(length);
+  if (payload.length !== length + n * CRC_BYTES) throw invalid(`data payload of ${payload.length} bytes does not hold ${length} bytes + CRCs`);
+  const data = payload.subarray(0, length);
+  return { data, crcs: readCrcs(payload, length, n) };
+}
+
+function readCrcs(b: Buffer, at: number, n: number): Uint32Array {
+  const crcs = new Uint32Array(n);
+  for (let i = 0; i < n; i++) crcs[i] = b.readUInt32LE(at + i * CRC_BYTES);
+  return crcs;
+}
+
+export function encodeCrcs(crcs: Uint32Array): Buffer {
+  const b = Buffer.allocUnsafe(crcs.length * CRC_BYTES);
+  for (let i = 0; i < crcs.length; i++) b.writeUInt32LE(crcs[i]!, i * CRC_BYTES);
+  return b;
+}
+
+const enum ReadState {
+  HEADER,
+  PAYLOAD,
+}
+
+/**
+ * Turns a byte stream into frames; survives any split of the stream. The header is validated
+ * (and the payload size bounded) before any payload is buffered. Throws WIRE_ERR_FRAME_INVALID on
+ * the first bad frame: the caller must drop the connection, the stream cannot be resynchronised.
+ */
+class FrameDecoder<H extends { payloadBytes: number }> {
+  #state = ReadState.HEADER;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #header: H | undefined;
+  #failed = false;
+  readonly #headerBytes: number;
+  readonly #decodeHeader: (b: Buffer) => H;
+
+  constructor(headerBytes: number, decodeHeader: (b: Buffer) => H) {
+    this.#headerBytes = headerBytes;
+    this.#decodeHeader = decodeHeader;
+  }
+
+  /** Bytes held waiting for the rest of a frame. */
+  get bufferedBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  push(chunk: Buffer): { header: H; payload: Buffer }[] {
+    if (this.#failed) throw invalid('decoder already failed');
+    if (chunk.length > 0) {
+      this.#pending.push(chunk);
+      this.#pendingBytes += chunk.length;
+    }
+    const frames: { header: H; payload: Buffer }[] = [];
+    try {
+      for (;;) {
+        if (this.#state === ReadState.HEADER) {
+          if (this.#pendingBytes < this.#headerBytes) break;
+          this.#header = this.#decodeHeader(this.#take(this.#headerBytes));
+          this.#state = ReadState.PAYLOAD;
+        }
+        const header = this.#header!;
+        if (this.#pendingBytes < header.payloadBytes) break;
+        frames.push({ header, payload: this.#take(header.payloadBytes) });
+        this.#header = undefined;
+        this.#state = ReadState.HEADER;
+      }
+    } catch (err) {
+      this.#failed = true;
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      throw err;
+    }
+    return frames;
+  }
+
+  /** Exactly n buffered bytes: a view when one chunk holds them, else one copy (each byte is copied at most once). */
+  #take(n: number): Buffer {
+    const first = this.#pending[0];
+    if (n === 0) return Buffer.alloc(0);
+    if (first !== undefined && first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.#pending.shift();
+      else this.#pending[0] = first.subarray(n);
+      this.#pendingBytes -= n;
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const part = this.#pending[0]!;
+      const used = Math.min(part.length, n - filled);
+      part.copy(out, filled, 0, used);
+      filled += used;
+      if (used === part.length) this.#pending.shift();
+      else this.#pending[0] = part.subarray(used);
+    }
+    this.#pendingBytes -= n;
+    return out;
+  }
+}
+
+export class RequestDecoder extends FrameDecoder<RequestHeader> {
+  constructor() {
+    super(REQUEST_HEADER_BYTES, (b) => decodeRequestHeader(b));
+  }
+}
+
+export class ReplyDecoder extends FrameDecoder<ReplyHeader> {
+  constructor() {
+    super(REPLY_HEADER_BYTES, (b) => decodeReplyHeader(b));
+  }
+}

@@ -1,0 +1,5 @@
+export * from './limits.js';
+export * from './crc.js';
+export * from './frame.js';
+export * from './handshake.js';
+export * from './shardmap.js';

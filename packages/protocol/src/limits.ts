@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+
+/**
+ * Unit of checksumming and of allocation on disk. Every 4 KiB carries its own CRC32C from the
+ * client to the platter and back; a partial-block write is a read-modify-write at the primary.
+ */
+export const BLOCK_BYTES = 4096;
+
+/**
+ * Volumes are cut into objects of this size; an object lives whole in one shard. 4 MiB keeps the
+ * per-object index small while spreading a volume's I/O over many shards (and so disks).
+ * A request never spans objects, so this also bounds one frame's data.
+ */
+export const OBJECT_BYTES = 4 * 1024 * 1024;
+export const BLOCKS_PER_OBJECT = OBJECT_BYTES / BLOCK_BYTES;
+
+/** One u32 CRC32C per 4 KiB chunk of data. */
+export const CRC_BYTES = 4;
+
+/** Largest data payload one frame carries: a whole object plus its CRCs. Checked at header decode. */
+export const FRAME_PAYLOAD_BYTES_MAX = OBJECT_BYTES + (OBJECT_BYTES / BLOCK_BYTES) * CRC_BYTES;
+
+/** Requests one connection may have in flight; bounds server memory at depth x payload max. */
+export const CONNECTION_REQUESTS_IN_FLIGHT_MAX = 256;
+
+/** Wire protocol version spoken by this build; the handshake refuses any other. */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest volume: 2^48 bytes (256 TiB) keeps object indexes in u32 and offsets exact in a double. */
+export const VOLUME_BYTES_MAX = 2 ** 48;
+
+export const CONNECT_TIMEOUT_MS = 5_000;
+
+assert(OBJECT_BYTES % BLOCK_BYTES === 0);
+assert(BLOCKS_PER_OBJECT <= 0xffff, 'block index within an object must fit u16');
+assert(VOLUME_BYTES_MAX / OBJECT_BYTES <= 0xffffffff, 'object index must fit u32');
+assert(FRAME_PAYLOAD_BYTES_MAX < 2 ** 32);

@@ -1,0 +1,210 @@
+/**
+ * The shard map: which disks hold each shard of each shard group, in replica order (the first is
+ * the primary). Objects hash to shards; shards are placed on disks by weighted rendezvous hashing
+ * (highest random weight), so adding a disk moves only about weight/total of the shards, and no two
+ * replicas of a shard share a server or a fault set. Every change bumps `epoch`.
+ */
+import { StorpoolError } from '@storpool/errors';
+import { z } from 'zod';
+import { isClusterId } from './handshake.js';
+
+export interface DiskAddress {
+  host: string;
+  port: number;
+}
+
+export interface DiskEntry {
+  /** Disk id: one storage-server process serves one disk. */
+  id: number;
+  /** Host-level server id: no two replicas of a shard on the same server. */
+  serverId: number;
+  /** Failure domain (rack, PDU...): no two replicas of a shard in the same fault set. */
+  faultSet: string;
+  address: DiskAddress;
+  /** Relative capacity (e.g. GiB); shards land in proportion. */
+  weight: number;
+  placementGroups: string[];
+}
+
+export interface ShardGroup {
+  /** Carried in every request header (u16). */
+  id: number;
+  name: string;
+  replication: number;
+  placementGroup: string;
+  /** shards[i] = disk ids holding shard i, primary first. */
+  shards: number[][];
+}
+
+export interface ShardMap {
+  clusterId: string;
+  epoch: number;
+  disks: DiskEntry[];
+  groups: ShardGroup[];
+}
+
+export const SHARDS_PER_GROUP_DEFAULT = 1024;
+export const REPLICATION_MAX = 3;
+
+const diskSchema = z.object({
+  id: z.number().int().min(1).max(0xffffffff),
+  serverId: z.number().int().min(0).max(0xffffffff),
+  faultSet: z.string().max(128),
+  address: z.object({ host: z.string().min(1).max(255), port: z.number().int().min(1).max(65535) }),
+  weight: z.number().positive().finite(),
+  placementGroups: z.array(z.string().min(1).max(128)),
+});
+
+const groupSchema = z.object({
+  id: z.number().int().min(0).max(0xffff),
+  name: z.string().min(1).max(128),
+  replication: z.number().int().min(1).max(REPLICATION_MAX),
+  placementGroup: z.string().min(1).max(128),
+  shards: z.array(z.array(z.number().int().min(1))).min(1).max(1 << 20),
+});
+
+const mapSchema = z.object({
+  clusterId: z.string().refine(isClusterId, 'must be a lowercase UUID'),
+  epoch: z.number().int().min(1).max(0xffffffff),
+  disks: z.array(diskSchema),
+  groups: z.array(groupSchema),
+});
+
+/** Validates an untrusted shard map (a file, the metadata store) and its cross references. */
+export function parseShardMap(value: unknown): ShardMap {
+  const parsed = mapSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new StorpoolError('MAP_ERR_INVALID', `shard map: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+  }
+  const map = parsed.data;
+  const disks = new Map(map.disks.map((d) => [d.id, d]));
+  if (disks.size !== map.disks.length) throw new StorpoolError('MAP_ERR_INVALID', 'shard map: duplicate disk id');
+  const groupIds = new Set<number>();
+  for (const g of map.groups) {
+    if (groupIds.has(g.id)) throw new StorpoolError('MAP_ERR_INVALID', `shard map: duplicate group id ${g.id}`);
+    groupIds.add(g.id);
+    g.shards.forEach((replicas, shard) => {
+      if (replicas.length === 0 || replicas.length > g.replication) {
+        throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard} has ${replicas.length} replicas`);
+      }
+      if (new Set(replicas).size !== replicas.length) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard} repeats a disk`);
+      for (const id of replicas) {
+        if (!disks.has(id)) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard} names unknown disk ${id}`);
+      }
+    });
+  }
+  return map;
+}
+
+/** 32-bit avalanche mix (murmur3 fmix32). */
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+function hash3(a: number, b: number, c: number): number {
+  let h = fmix32(a ^ 0x9e3779b9);
+  h = fmix32(h ^ b);
+  h = fmix32(h ^ Math.imul(c, 0x27d4eb2f));
+  return h;
+}
+
+/** The shard an object belongs to. Stable for a given shard count. */
+export function shardOf(volumeId: number, objectIndex: number, shardCount: number): number {
+  const low = volumeId >>> 0;
+  const high = Math.floor(volumeId / 0x1_0000_0000) >>> 0;
+  return hash3(low ^ fmix32(high), objectIndex, 0x5bd1e995) % shardCount;
+}
+
+/**
+ * Replica order for one shard: disks sorted by rendezvous score weight / -ln(u), u a hash of
+ * (group, shard, disk) in (0,1); then taken greedily, skipping a disk whose server or fault set
+ * already holds a replica. Returns fewer than `replication` disks when the domains run out.
+ */
+export function placeReplicas(groupId: number, shard: number, disks: readonly DiskEntry[], replication: number): number[] {
+  const scored = disks.map((d) => {
+    const u = (hash3(groupId, shard, d.id) + 0.5) / 0x1_0000_0000;
+    return { d, score: d.weight / -Math.log(u) };
+  });
+  scored.sort((x, y) => y.score - x.score || x.d.id - y.d.id);
+  const out: number[] = [];
+  const servers = new Set<number>();
+  const faultSets = new Set<string>();
+  for (const { d } of scored) {
+    if (out.length === replication) break;
+    if (servers.has(d.serverId)) continue;
+    if (d.faultSet !== '' && faultSets.has(d.faultSet)) continue;
+    out.push(d.id);
+    servers.add(d.serverId);
+    if (d.faultSet !== '') faultSets.add(d.faultSet);
+  }
+  return out;
+}
+
+export interface ShardGroupSpec {
+  id: number;
+  name: string;
+  replication: number;
+  placementGroup: string;
+  shardCount?: number;
+}
+
+/** Places every shard of a group over the disks of its placement group. */
+export function buildShardGroup(spec: ShardGroupSpec, disks: readonly DiskEntry[]): ShardGroup {
+  const members = disks.filter((d) => d.placementGroups.includes(spec.placementGroup));
+  const shardCount = spec.shardCount ?? SHARDS_PER_GROUP_DEFAULT;
+  const shards: number[][] = [];
+  for (let s = 0; s < shardCount; s++) {
+    const replicas = placeReplicas(spec.id, s, members, spec.replication);
+    if (replicas.length < spec.replication) {
+      throw new StorpoolError(
+        'MAP_ERR_INVALID',
+        `placement group ${spec.placementGroup} has ${replicas.length} disks in distinct servers and fault sets, replication ${spec.replication} needs ${spec.replication}: add disks or lower the replication`,
+      );
+    }
+    shards.push(replicas);
+  }
+  return { id: spec.id, name: spec.name, replication: spec.replication, placementGroup: spec.placementGroup, shards };
+}
+
+/** Read-only lookups over a validated map. */
+export class ShardRouter {
+  readonly map: ShardMap;
+  readonly #disks: Map<number, DiskEntry>;
+  readonly #groups: Map<number, ShardGroup>;
+
+  constructor(map: ShardMap) {
+    this.map = map;
+    this.#disks = new Map(map.disks.map((d) => [d.id, d]));
+    this.#groups = new Map(map.groups.map((g) => [g.id, g]));
+  }
+
+  get epoch(): number {
+    return this.map.epoch;
+  }
+
+  disk(id: number): DiskEntry | undefined {
+    return this.#disks.get(id);
+  }
+
+  group(id: number): ShardGroup | undefined {
+    return this.#groups.get(id);
+  }
+
+  groupByName(name: string): ShardGroup | undefined {
+    return this.map.groups.find((g) => g.name === name);
+  }
+
+  /** Shard and its replica disks (primary first) for an object. */
+  locate(groupId: number, volumeId: number, objectIndex: number): { shard: number; replicas: readonly number[] } {
+    const group = this.#groups.get(groupId);
+    if (group === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${groupId} is not in map epoch ${this.map.epoch}`);
+    const shard = shardOf(volumeId, objectIndex, group.shards.length);
+    return { shard, replicas: group.shards[shard]! };
+  }
+}
