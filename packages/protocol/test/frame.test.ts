@@ -111,7 +111,9 @@ const headerArb = fc.record({
   shard: fc.nat({ max: 0xffffffff }),
 });
 
-function frameOf(h: fc.RecordValue<typeof headerArb extends fc.Arbitrary<infer T> ? T : never>): Buffer {
+type HeaderCase = typeof headerArb extends fc.Arbitrary<infer T> ? T : never;
+
+function frameOf(h: HeaderCase): Buffer {
   const length = Math.min(h.len, 4 * 1024 * 1024 - h.offset);
   const payload: Buffer[] = [];
   if (h.op === Op.WRITE || h.op === Op.REPLICA_WRITE) {

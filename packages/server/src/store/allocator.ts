@@ -57,7 +57,7 @@ export class BlockAllocator {
     let scanned = 0;
     let block = this.cursor;
     while (need > 0) {
-      assert(scanned <= this.blockCount, 'free count said there was room');
+      assert(scanned <= this.blockCount + 32, 'free count said there was room');
       if (block >= this.blockCount) block = 0;
       const word = this.words[block >>> 5] as number;
       if ((block & 31) === 0 && word === 0xffff_ffff) {

@@ -1,0 +1,263 @@
+/**
+ * The storpool client library: one connection to every disk, each request routed to the primary
+ * of its object's shard, split at object boundaries and sent in parallel; retried through map
+ * changes, reconnects and replica failures until a deadline. Used by the block service, the iSCSI
+ * target and tools.
+ */
+import { StorpoolError, toStorpoolError } from '@storpool/errors';
+import { ConnectionPool, ShardMapView, type ShardMapSource, type WireRequest } from '@storpool/net';
+import {
+  OBJECT_BYTES,
+  Op,
+  PeerRole,
+  RequestFlag,
+  VOLUME_BYTES_MAX,
+  chunkCrcs,
+  decodeObjectList,
+  encodeCrcs,
+  firstBadChunk,
+  splitDataPayload,
+  type ObjectListEntry,
+  type ReplyFrame,
+  type ShardRouter,
+} from '@storpool/protocol';
+import { pino, type Logger } from 'pino';
+
+export interface ClientOptions {
+  mapSource: ShardMapSource;
+  /** This client host's id (SP_OURID). */
+  clientId: number;
+  log?: Logger;
+  /** Timeout of one attempt of one request. */
+  requestTimeoutMs?: number;
+  /** How long an operation keeps retrying transient failures before it fails. */
+  retryDeadlineMs?: number;
+}
+
+export interface VolumeSpec {
+  volumeId: number;
+  sizeBytes: number;
+  /** Shard group id (the volume's placement policy). */
+  group: number;
+  readOnly?: boolean;
+}
+
+export interface ClientCounters {
+  requests: number;
+  retries: number;
+  mapRefreshes: number;
+  checksumRetries: number;
+}
+
+const RETRY_BACKOFF_MS_MIN = 20;
+const RETRY_BACKOFF_MS_MAX = 1_000;
+
+export class StorpoolClient {
+  readonly counters: ClientCounters = { requests: 0, retries: 0, mapRefreshes: 0, checksumRetries: 0 };
+  readonly #view: ShardMapView;
+  readonly #pool: ConnectionPool;
+  readonly #requestTimeoutMs: number;
+  readonly #retryDeadlineMs: number;
+  readonly log: Logger;
+  #closed = false;
+
+  private constructor(view: ShardMapView, options: ClientOptions) {
+    this.#view = view;
+    this.log = options.log ?? pino({ level: 'silent' });
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
+    this.#retryDeadlineMs = options.retryDeadlineMs ?? 60_000;
+    this.#pool = new ConnectionPool({ view, clusterId: view.router.map.clusterId, role: PeerRole.CLIENT, senderId: options.clientId, log: this.log });
+  }
+
+  static async connect(options: ClientOptions): Promise<StorpoolClient> {
+    return new StorpoolClient(await ShardMapView.open(options.mapSource), options);
+  }
+
+  get router(): ShardRouter {
+    return this.#view.router;
+  }
+
+  volume(spec: VolumeSpec): Volume {
+    if (!Number.isSafeInteger(spec.volumeId) || spec.volumeId < 1) throw new StorpoolError('CONFIG_ERR_INVALID', `volume id ${spec.volumeId} must be a positive integer`);
+    if (!Number.isSafeInteger(spec.sizeBytes) || spec.sizeBytes < 0 || spec.sizeBytes > VOLUME_BYTES_MAX) throw new StorpoolError('CONFIG_ERR_INVALID', `volume size ${spec.sizeBytes} is out of range`);
+    if (this.router.group(spec.group) === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${spec.group} is not in the shard map`);
+    return new Volume(this, spec);
+  }
+
+  /**
+   * Sends one request to the current primary of (group, volume, object), retrying transient
+   * failures: a stale or moved map refreshes it, a lost connection reconnects, until the deadline.
+   */
+  async toPrimary(group: number, volumeId: number, objectIndex: number, fill: Omit<WireRequest, 'epoch' | 'shard' | 'group' | 'volumeId' | 'objectIndex' | 'version'>, payload: readonly Uint8Array[], check?: (reply: ReplyFrame) => void): Promise<ReplyFrame> {
+    const deadline = Date.now() + this.#retryDeadlineMs;
+    let backoff = RETRY_BACKOFF_MS_MIN;
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new StorpoolError('CLIENT_ERR_CLOSED', 'client closed');
+      const router = this.#view.router;
+      this.counters.requests++;
+      try {
+        const { shard, replicas } = router.locate(group, volumeId, objectIndex);
+        const conn = await this.#pool.get(replicas[0]!);
+        const reply = await conn.request({ ...fill, epoch: router.epoch, group, volumeId, objectIndex, version: 0, shard }, payload, this.#requestTimeoutMs);
+        check?.(reply);
+        return reply;
+      } catch (err) {
+        const e = toStorpoolError(err);
+        if (!e.transient || this.#closed) throw e;
+        if (Date.now() + backoff > deadline) {
+          throw new StorpoolError('CLIENT_ERR_TIMEOUT', `volume ${volumeId} object ${objectIndex}: gave up after ${attempt + 1} attempts in ${this.#retryDeadlineMs} ms; last error ${e.code}: ${e.message}`, { cause: e });
+        }
+        this.counters.retries++;
+        if (e.code === 'WIRE_ERR_CHECKSUM') this.counters.checksumRetries++;
+        if (e.code.startsWith('MAP_ERR_')) {
+          this.counters.mapRefreshes++;
+          await this.#view.refresh();
+        } else {
+          this.log.debug({ volumeId, objectIndex, code: e.code, message: e.message, attempt }, 'retrying');
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, RETRY_BACKOFF_MS_MAX);
+          // A moved primary shows up as a connection failure before any stale-epoch answer.
+          await this.#view.refresh().catch(() => undefined);
+        }
+      }
+    }
+  }
+
+  /** One disk's own copy of an object range (no forwarding, no repair): for checks and tools. */
+  async readReplica(diskId: number, group: number, volumeId: number, objectIndex: number, offset: number, length: number): Promise<{ data: Buffer; version: number }> {
+    const router = this.#view.router;
+    const { shard } = router.locate(group, volumeId, objectIndex);
+    const conn = await this.#pool.get(diskId);
+    const reply = await conn.request({ op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: router.epoch, group, volumeId, objectIndex, offset, length, version: 0, shard }, [], this.#requestTimeoutMs);
+    const { data, crcs } = splitDataPayload(reply.payload, length);
+    if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `replica read from disk ${diskId}: CRC mismatch`);
+    return { data, version: reply.header.version };
+  }
+
+  async listObjects(diskId: number, after?: { volumeId: number; objectIndex: number }, limit = 4096): Promise<ObjectListEntry[]> {
+    const conn = await this.#pool.get(diskId);
+    const reply = await conn.request({ op: Op.OBJECT_LIST, flags: 0, epoch: this.#view.router.epoch, group: 0, volumeId: after?.volumeId ?? 0, objectIndex: after?.objectIndex ?? 0, offset: 0, length: limit, version: 0, shard: 0 }, [], this.#requestTimeoutMs);
+    return decodeObjectList(reply.payload);
+  }
+
+  async diskStats(diskId: number): Promise<Record<string, unknown>> {
+    const conn = await this.#pool.get(diskId);
+    const reply = await conn.request({ op: Op.STATS, flags: 0, epoch: this.#view.router.epoch, group: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, shard: 0 }, [], this.#requestTimeoutMs);
+    return JSON.parse(reply.payload.toString('utf8')) as Record<string, unknown>;
+  }
+
+  refreshMap(): Promise<ShardRouter> {
+    return this.#view.refresh();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#pool.close();
+  }
+}
+
+interface Piece {
+  objectIndex: number;
+  /** Offset within the object. */
+  offset: number;
+  length: number;
+  /** Offset within the caller's buffer. */
+  at: number;
+}
+
+/** Cuts [offset, offset+length) of a volume at object boundaries. */
+export function splitByObject(offset: number, length: number): Piece[] {
+  const pieces: Piece[] = [];
+  let pos = offset;
+  const end = offset + length;
+  while (pos < end) {
+    const objectIndex = Math.floor(pos / OBJECT_BYTES);
+    const inObject = pos - objectIndex * OBJECT_BYTES;
+    const n = Math.min(OBJECT_BYTES - inObject, end - pos);
+    pieces.push({ objectIndex, offset: inObject, length: n, at: pos - offset });
+    pos += n;
+  }
+  return pieces;
+}
+
+/** I/O on one volume. Every method resolves only when the whole range is done (durably, for writes). */
+export class Volume {
+  readonly spec: VolumeSpec;
+  readonly #client: StorpoolClient;
+
+  constructor(client: StorpoolClient, spec: VolumeSpec) {
+    this.#client = client;
+    this.spec = spec;
+  }
+
+  get sizeBytes(): number {
+    return this.spec.sizeBytes;
+  }
+
+  #check(offset: number, length: number, writing: boolean): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.spec.sizeBytes) {
+      throw new StorpoolError('STORE_ERR_OUT_OF_RANGE', `range ${offset}+${length} is outside volume ${this.spec.volumeId} of ${this.spec.sizeBytes} bytes`);
+    }
+    if (writing && this.spec.readOnly === true) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${this.spec.volumeId} is open read-only`);
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.#check(offset, length, false);
+    const out = Buffer.allocUnsafe(length);
+    await Promise.all(
+      splitByObject(offset, length).map(async (p) => {
+        const reply = await this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op: Op.READ, flags: 0, offset: p.offset, length: p.length }, [], (r) => {
+          const { data, crcs } = splitDataPayload(r.payload, p.length);
+          if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `read of volume ${this.spec.volumeId} object ${p.objectIndex}: data does not match its CRC32C`);
+        });
+        reply.payload.copy(out, p.at, 0, p.length);
+      }),
+    );
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.#check(offset, data.length, true);
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+    await Promise.all(
+      splitByObject(offset, data.length).map((p) => {
+        const slice = buf.subarray(p.at, p.at + p.length);
+        // CRCs are computed once, here, and checked by the primary, every replica and every read.
+        return this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op: Op.WRITE, flags: 0, offset: p.offset, length: p.length }, [slice, encodeCrcs(chunkCrcs(slice))]);
+      }),
+    );
+  }
+
+  /** Releases the range (reads return zeros); partial blocks at the edges are zeroed. */
+  trim(offset: number, length: number): Promise<void> {
+    return this.#rangeOp(Op.TRIM, offset, length);
+  }
+
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.#rangeOp(Op.WRITE_ZEROES, offset, length);
+  }
+
+  /** Writes are durable when acknowledged; flush only waits for nothing to be in flight from us. */
+  async flush(): Promise<void> {}
+
+  /** One byte per 4 KiB block of [offset, offset+length), block-aligned: 1 = allocated, 0 = hole. */
+  async allocation(offset: number, length: number): Promise<Uint8Array> {
+    this.#check(offset, length, false);
+    const parts = await Promise.all(
+      splitByObject(offset, length).map(async (p) => {
+        const reply = await this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op: Op.BLOCK_STATUS, flags: 0, offset: p.offset, length: p.length }, []);
+        return reply.payload;
+      }),
+    );
+    return Buffer.concat(parts);
+  }
+
+  async #rangeOp(op: typeof Op.TRIM | typeof Op.WRITE_ZEROES, offset: number, length: number): Promise<void> {
+    this.#check(offset, length, true);
+    await Promise.all(splitByObject(offset, length).map((p) => this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op, flags: 0, offset: p.offset, length: p.length }, [])));
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,57 @@
+import { StorpoolError } from '@storpool/errors';
+import type { PeerRole } from '@storpool/protocol';
+import type { Logger } from 'pino';
+import type { ShardMapView } from './map-source.js';
+import { WireConnection } from './wire-connection.js';
+
+export interface ConnectionPoolOptions {
+  view: ShardMapView;
+  clusterId: string;
+  role: PeerRole;
+  senderId: number;
+  log: Logger;
+}
+
+/**
+ * One connection to each disk of the shard map, made on first use; a lost or failed connection is
+ * forgotten so that the next request reconnects (to the address of the current map).
+ */
+export class ConnectionPool {
+  readonly #connections = new Map<number, Promise<WireConnection>>();
+  readonly #o: ConnectionPoolOptions;
+  #closed = false;
+
+  constructor(options: ConnectionPoolOptions) {
+    this.#o = options;
+  }
+
+  get(diskId: number): Promise<WireConnection> {
+    if (this.#closed) return Promise.reject(new StorpoolError('CLIENT_ERR_CLOSED', 'connection pool closed'));
+    const existing = this.#connections.get(diskId);
+    if (existing !== undefined) return existing;
+    const pending = this.#open(diskId);
+    this.#connections.set(diskId, pending);
+    const forget = (): void => {
+      if (this.#connections.get(diskId) === pending) this.#connections.delete(diskId);
+    };
+    pending.then((conn) => conn.onClose(forget), forget);
+    return pending;
+  }
+
+  async #open(diskId: number): Promise<WireConnection> {
+    const disk = this.#o.view.router.disk(diskId);
+    if (disk === undefined) throw new StorpoolError('MAP_ERR_INVALID', `disk ${diskId} is not in shard map epoch ${this.#o.view.router.epoch}`);
+    const conn = await WireConnection.open({ address: disk.address, clusterId: this.#o.clusterId, role: this.#o.role, senderId: this.#o.senderId, expectDiskId: diskId });
+    this.#o.log.debug({ diskId, address: disk.address }, 'connected');
+    conn.onClose((err) => {
+      if (!this.#closed) this.#o.log.info({ diskId, reason: err.message }, 'connection lost');
+    });
+    return conn;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const conn of this.#connections.values()) conn.then((c) => c.close(), () => undefined);
+    this.#connections.clear();
+  }
+}

@@ -1,0 +1,85 @@
+import { readFile } from 'node:fs/promises';
+import { StorpoolError } from '@storpool/errors';
+import { ShardRouter, parseShardMap, type ShardMap } from '@storpool/protocol';
+
+/**
+ * Where a process gets the shard map. The management service's metadata store implements this;
+ * until then, and for tests, a JSON file does.
+ */
+export interface ShardMapSource {
+  /** The newest map this source can see. */
+  load(): Promise<ShardMap>;
+}
+
+export class FileShardMapSource implements ShardMapSource {
+  readonly path: string;
+
+  constructor(path: string) {
+    this.path = path;
+  }
+
+  async load(): Promise<ShardMap> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (err) {
+      throw new StorpoolError('MAP_ERR_INVALID', `cannot read shard map ${this.path}: ${(err as Error).message}`);
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new StorpoolError('MAP_ERR_INVALID', `shard map ${this.path} is not JSON: ${(err as Error).message}`);
+    }
+    return parseShardMap(value);
+  }
+}
+
+export class StaticShardMapSource implements ShardMapSource {
+  #map: ShardMap;
+  constructor(map: ShardMap) {
+    this.#map = map;
+  }
+  set(map: ShardMap): void {
+    this.#map = map;
+  }
+  async load(): Promise<ShardMap> {
+    return this.#map;
+  }
+}
+
+/**
+ * Holds the current router and refreshes it from the source, one load at a time (concurrent
+ * callers share it). Never goes back to an older epoch.
+ */
+export class ShardMapView {
+  #router: ShardRouter;
+  #loading: Promise<ShardRouter> | undefined;
+  readonly #source: ShardMapSource;
+
+  private constructor(source: ShardMapSource, router: ShardRouter) {
+    this.#source = source;
+    this.#router = router;
+  }
+
+  static async open(source: ShardMapSource): Promise<ShardMapView> {
+    return new ShardMapView(source, new ShardRouter(await source.load()));
+  }
+
+  get router(): ShardRouter {
+    return this.#router;
+  }
+
+  refresh(): Promise<ShardRouter> {
+    this.#loading ??= this.#source
+      .load()
+      .then((map) => {
+        if (map.epoch > this.#router.epoch) this.#router = new ShardRouter(map);
+        return this.#router;
+      })
+      .finally(() => {
+        this.#loading = undefined;
+      });
+    return this.#loading;
+  }
+}

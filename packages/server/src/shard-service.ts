@@ -1,0 +1,356 @@
+/**
+ * What a storage server does with each request, apart from sockets: the primary's ordering,
+ * read-modify-write and fan-out to replicas, the replica's apply, and read repair.
+ *
+ * DURABILITY (client write): the primary acknowledges a WRITE/TRIM/WRITE_ZEROES only after its own
+ * store and every replica in the shard's replica set have made it durable (each store resolves after
+ * data fdatasync + index commit). A crash before the acknowledgement may leave some replicas with
+ * the new data and some without; the client retries until acknowledged, which converges them.
+ */
+import assert from 'node:assert/strict';
+import { StorpoolError } from '@storpool/errors';
+import type { ConnectionPool, ShardMapView, WireConnection } from '@storpool/net';
+import {
+  BLOCK_BYTES,
+
+  Op,
+  RequestFlag,
+
+  chunkCrcs,
+  crc32c,
+  encodeCrcs,
+  encodeObjectList,
+  firstBadChunk,
+  opName,
+  splitDataPayload,
+  type RequestHeader,
+  type ShardRouter,
+} from '@storpool/protocol';
+import type { Logger } from 'pino';
+import { RangeLockTable } from './range-locks.js';
+import type { ObjectKey, ReadResult, StoreStats } from './store/index.js';
+
+/** The part of DiskStore the replication layer uses. */
+export interface ObjectStore {
+  read(key: ObjectKey, firstBlock: number, blockCount: number): Promise<ReadResult>;
+  write(key: ObjectKey, firstBlock: number, data: Buffer, crcs: Uint32Array, version: number): Promise<void>;
+  trim(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
+  repair(key: ObjectKey, block: number, data: Buffer, crc: number): Promise<unknown>;
+  allocation(key: ObjectKey, firstBlock: number, blockCount: number): Uint8Array;
+  objectVersion(key: ObjectKey): number;
+  listObjects(options: { after?: ObjectKey; limit: number }): { key: ObjectKey; version: number; allocatedBlocks: number }[];
+  stats(): StoreStats;
+}
+
+export interface OpResult {
+  payload: Uint8Array[];
+  version: number;
+}
+
+export interface ShardServiceOptions {
+  diskId: number;
+  store: ObjectStore;
+  view: ShardMapView;
+  /** Connections to the other disks (this disk as a PEER). */
+  peers: ConnectionPool;
+  log: Logger;
+  /** Timeout of one replica request. */
+  replicaTimeoutMs: number;
+}
+
+export interface ServiceCounters {
+  requests: number;
+  staleEpochRefused: number;
+  readRepairs: number;
+  readRepairFailures: number;
+  replicaWrites: number;
+  replicaFailures: number;
+}
+
+const OBJECT_LIST_LIMIT_MAX = 65536;
+
+export class ShardService {
+  readonly counters: ServiceCounters = { requests: 0, staleEpochRefused: 0, readRepairs: 0, readRepairFailures: 0, replicaWrites: 0, replicaFailures: 0 };
+  readonly #o: ShardServiceOptions;
+  readonly #locks = new RangeLockTable();
+  /** Next version per object at this primary; seeded from the store on first use. */
+  readonly #versions = new Map<string, number>();
+
+  constructor(options: ShardServiceOptions) {
+    this.#o = options;
+  }
+
+  get epoch(): number {
+    return this.#o.view.router.epoch;
+  }
+
+  async handle(h: RequestHeader, payload: Buffer): Promise<OpResult> {
+    this.counters.requests++;
+    switch (h.op) {
+      case Op.PING:
+      case Op.FLUSH:
+        // Every write is durable before it is acknowledged, so FLUSH has nothing left to do.
+        return { payload: [], version: 0 };
+      case Op.STATS:
+        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters }))], version: 0 };
+      case Op.OBJECT_LIST:
+        return this.#objectList(h);
+      case Op.READ:
+      case Op.WRITE:
+      case Op.TRIM:
+      case Op.WRITE_ZEROES:
+      case Op.BLOCK_STATUS:
+        return this.#primaryOp(h, payload);
+      case Op.REPLICA_WRITE:
+      case Op.REPLICA_TRIM:
+      case Op.REPLICA_READ:
+        return this.#replicaOp(h, payload);
+      case Op.HELLO:
+        throw new StorpoolError('WIRE_ERR_FRAME_INVALID', 'HELLO after the handshake');
+    }
+  }
+
+  /** Checks the request's epoch and this disk's role; returns the shard's replica set. */
+  async #route(h: RequestHeader, role: 'primary' | 'replica'): Promise<readonly number[]> {
+    let router = this.#o.view.router;
+    if (h.epoch > router.epoch) router = await this.#o.view.refresh();
+    if (h.epoch < router.epoch) {
+      this.counters.staleEpochRefused++;
+      throw new StorpoolError('MAP_ERR_STALE_EPOCH', `request epoch ${h.epoch} < server epoch ${router.epoch}`);
+    }
+    const { shard, replicas } = locate(router, h);
+    if (shard !== h.shard) throw new StorpoolError('MAP_ERR_INVALID', `object ${h.volumeId}/${h.objectIndex} is in shard ${shard}, request says ${h.shard}`);
+    if (role === 'primary' && replicas[0] !== this.#o.diskId) {
+      throw new StorpoolError('MAP_ERR_NOT_PRIMARY', `disk ${this.#o.diskId} is not the primary of group ${h.group} shard ${shard} (epoch ${router.epoch})`);
+    }
+    if (role === 'replica' && !replicas.includes(this.#o.diskId)) {
+      throw new StorpoolError('MAP_ERR_NOT_REPLICA', `disk ${this.#o.diskId} holds no replica of group ${h.group} shard ${shard} (epoch ${router.epoch})`);
+    }
+    return replicas;
+  }
+
+  async #primaryOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
+    const replicas = await this.#route(h, 'primary');
+    const key = { volumeId: h.volumeId, objectIndex: h.objectIndex };
+    if (h.length === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
+    const firstBlock = Math.floor(h.offset / BLOCK_BYTES);
+    const endBlock = Math.ceil((h.offset + h.length) / BLOCK_BYTES);
+    switch (h.op) {
+      case Op.READ:
+        return this.#read(h, key, firstBlock, endBlock, replicas);
+      case Op.BLOCK_STATUS:
+        return { payload: [Buffer.from(this.#o.store.allocation(key, firstBlock, endBlock - firstBlock))], version: this.#o.store.objectVersion(key) };
+      case Op.WRITE: {
+        const { data, crcs } = splitDataPayload(payload, h.length);
+        if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `write to ${h.volumeId}/${h.objectIndex}@${h.offset}: data does not match its CRC32C (corrupted in transit)`);
+        return this.#mutate(h, key, firstBlock, endBlock, replicas, data, crcs);
+      }
+      case Op.TRIM:
+      case Op.WRITE_ZEROES:
+        return this.#mutate(h, key, firstBlock, endBlock, replicas, undefined, undefined);
+      default:
+        throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a primary op`);
+    }
+  }
+
+  async #read(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[]): Promise<OpResult> {
+    const result = await this.#o.store.read(key, firstBlock, endBlock - firstBlock);
+    if (result.bad.length > 0) {
+      if ((h.flags & RequestFlag.NO_REPAIR) !== 0) throw this.#corrupt(key, firstBlock, result.bad);
+      await this.#repairBlocks(h, key, firstBlock, result, replicas);
+    }
+    const skip = h.offset - firstBlock * BLOCK_BYTES;
+    if (skip === 0 && h.length % BLOCK_BYTES === 0) {
+      // Aligned: the CRCs kept on disk travel to the client unchanged (end to end).
+      return { payload: [result.data, encodeCrcs(result.crcs)], version: result.version };
+    }
+    const data = result.data.subarray(skip, skip + h.length);
+    return { payload: [data, encodeCrcs(chunkCrcs(data))], version: result.version };
+  }
+
+  /** Replaces bad local blocks with a good copy from another replica, in place in `result`. */
+  async #repairBlocks(h: RequestHeader, key: ObjectKey, firstBlock: number, result: ReadResult, replicas: readonly number[]): Promise<void> {
+    const others = replicas.filter((id) => id !== this.#o.diskId);
+    for (const rel of result.bad) {
+      const block = firstBlock + rel;
+      let repaired = false;
+      for (const peer of others) {
+        try {
+          const conn = await this.#o.peers.get(peer);
+          const reply = await conn.request(
+            { op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: this.epoch, group: h.group, volumeId: key.volumeId, objectIndex: key.objectIndex, offset: block * BLOCK_BYTES, length: BLOCK_BYTES, version: 0, shard: h.shard },
+            [],
+            this.#o.replicaTimeoutMs,
+          );
+          const { data, crcs } = splitDataPayload(reply.payload, BLOCK_BYTES);
+          if (crc32c(data) !== crcs[0]) continue;
+          const copy = Buffer.from(data);
+          await this.#o.store.repair(key, block, copy, crcs[0]!);
+          copy.copy(result.data, rel * BLOCK_BYTES);
+          result.crcs[rel] = crcs[0]!;
+          repaired = true;
+          this.counters.readRepairs++;
+          this.#o.log.warn({ volumeId: key.volumeId, objectIndex: key.objectIndex, block, from: peer }, 'corrupt block repaired from replica');
+          break;
+        } catch (err) {
+          this.#o.log.warn({ volumeId: key.volumeId, objectIndex: key.objectIndex, block, peer, err: (err as Error).message }, 'replica could not supply a good copy');
+        }
+      }
+      if (!repaired) {
+        this.counters.readRepairFailures++;
+        throw this.#corrupt(key, firstBlock, [rel]);
+      }
+    }
+  }
+
+  #corrupt(key: ObjectKey, firstBlock: number, bad: readonly number[]): StorpoolError {
+    return new StorpoolError('STORE_ERR_CHECKSUM', `disk ${this.#o.diskId}: object ${key.volumeId}/${key.objectIndex} blocks ${bad.map((b) => b + firstBlock).join(',')} fail their CRC32C and no replica has a good copy`);
+  }
+
+  /**
+   * WRITE (data given) or TRIM/WRITE_ZEROES (data undefined). Whole blocks in the range are
+   * written (or released); partial edge blocks are read, merged and written whole.
+   */
+  async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
+    const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
+    try {
+      const version = this.#nextVersion(key);
+      const start = h.offset;
+      const end = h.offset + h.length;
+      const headPartial = start % BLOCK_BYTES !== 0;
+      const tailPartial = end % BLOCK_BYTES !== 0;
+      const writes: Promise<void>[] = [];
+      if (data !== undefined) {
+        assert(crcs !== undefined);
+        let blocks: Buffer;
+        let blockCrcs: Uint32Array;
+        if (!headPartial && !tailPartial) {
+          blocks = data;
+          blockCrcs = crcs; // client's CRCs go to disk as they are: end to end
+        } else {
+          blocks = await this.#merged(key, firstBlock, endBlock, start, data, h);
+          blockCrcs = chunkCrcs(blocks);
+        }
+        writes.push(...this.#fanOutWrite(h, key, replicas, firstBlock, blocks, blockCrcs, version));
+      } else {
+        // Edges are zero-filled blocks (written); whole blocks in between are released (thin).
+        const wholeFirst = Math.ceil(start / BLOCK_BYTES);
+        const wholeEnd = Math.floor(end / BLOCK_BYTES);
+        if (headPartial || (tailPartial && firstBlock === endBlock - 1)) {
+          const edge = await this.#merged(key, firstBlock, firstBlock + 1, start, Buffer.alloc(Math.min(end, (firstBlock + 1) * BLOCK_BYTES) - start), h);
+          writes.push(...this.#fanOutWrite(h, key, replicas, firstBlock, edge, chunkCrcs(edge), version));
+        }
+        if (tailPartial && endBlock - 1 > firstBlock) {
+          const tailStart = (endBlock - 1) * BLOCK_BYTES;
+          const edge = await this.#merged(key, endBlock - 1, endBlock, tailStart, Buffer.alloc(end - tailStart), h);
+          writes.push(...this.#fanOutWrite(h, key, replicas, endBlock - 1, edge, chunkCrcs(edge), version));
+        }
+        if (wholeEnd > wholeFirst) writes.push(...this.#fanOutTrim(h, key, replicas, wholeFirst, wholeEnd - wholeFirst, version));
+      }
+      await settleAll(writes);
+      return { payload: [], version };
+    } finally {
+      release();
+    }
+  }
+
+  #nextVersion(key: ObjectKey): number {
+    const id = `${key.volumeId}/${key.objectIndex}`;
+    const next = (this.#versions.get(id) ?? this.#o.store.objectVersion(key)) + 1;
+    this.#versions.set(id, next);
+    return next;
+  }
+
+  /** The blocks [firstBlock, endBlock) as they are now, with `data` laid over them at byte `start`. */
+  async #merged(key: ObjectKey, firstBlock: number, endBlock: number, start: number, data: Buffer, h: RequestHeader): Promise<Buffer> {
+    const current = await this.#o.store.read(key, firstBlock, endBlock - firstBlock);
+    if (current.bad.length > 0) {
+      const { replicas } = locate(this.#o.view.router, h);
+      await this.#repairBlocks(h, key, firstBlock, current, replicas);
+    }
+    const blocks = Buffer.from(current.data);
+    data.copy(blocks, start - firstBlock * BLOCK_BYTES);
+    return blocks;
+  }
+
+  #fanOutWrite(h: RequestHeader, key: ObjectKey, replicas: readonly number[], firstBlock: number, blocks: Buffer, crcs: Uint32Array, version: number): Promise<void>[] {
+    const out: Promise<void>[] = [this.#o.store.write(key, firstBlock, blocks, crcs, version)];
+    const crcBytes = encodeCrcs(crcs);
+    for (const peer of replicas) {
+      if (peer === this.#o.diskId) continue;
+      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_WRITE, flags: 0, offset: firstBlock * BLOCK_BYTES, length: blocks.length, version }, [blocks, crcBytes]));
+    }
+    return out;
+  }
+
+  #fanOutTrim(h: RequestHeader, key: ObjectKey, replicas: readonly number[], firstBlock: number, blockCount: number, version: number): Promise<void>[] {
+    const out: Promise<void>[] = [this.#o.store.trim(key, firstBlock, blockCount, version)];
+    for (const peer of replicas) {
+      if (peer === this.#o.diskId) continue;
+      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_TRIM, flags: 0, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version }, []));
+    }
+    return out;
+  }
+
+  async #toReplica(peer: number, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
+    this.counters.replicaWrites++;
+    try {
+      const conn: WireConnection = await this.#o.peers.get(peer);
+      await conn.request({ ...h, epoch: this.epoch }, payload, this.#o.replicaTimeoutMs);
+    } catch (err) {
+      this.counters.replicaFailures++;
+      const e = err as StorpoolError;
+      // A replica's own verdict (no space, bad data) is passed on as it is; anything else is a failed replica.
+      if (e instanceof StorpoolError && (e.code === 'STORE_ERR_NO_SPACE' || e.code === 'WIRE_ERR_CHECKSUM' || e.code === 'MAP_ERR_STALE_EPOCH')) throw e;
+      throw new StorpoolError('REPL_ERR_REPLICA_FAILED', `replica disk ${peer} did not confirm: ${e.message}`, { cause: err });
+    }
+  }
+
+  async #replicaOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
+    await this.#route(h, 'replica');
+    const key = { volumeId: h.volumeId, objectIndex: h.objectIndex };
+    if (h.offset % BLOCK_BYTES !== 0 || h.length % BLOCK_BYTES !== 0) {
+      throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `${opName(h.op)} must cover whole 4 KiB blocks (offset ${h.offset}, length ${h.length})`);
+    }
+    const firstBlock = h.offset / BLOCK_BYTES;
+    const blockCount = h.length / BLOCK_BYTES;
+    if (blockCount === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
+    switch (h.op) {
+      case Op.REPLICA_WRITE: {
+        const { data, crcs } = splitDataPayload(payload, h.length);
+        if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `replica write to ${h.volumeId}/${h.objectIndex}: data does not match its CRC32C`);
+        await this.#o.store.write(key, firstBlock, data, crcs, h.version);
+        return { payload: [], version: h.version };
+      }
+      case Op.REPLICA_TRIM:
+        await this.#o.store.trim(key, firstBlock, blockCount, h.version);
+        return { payload: [], version: h.version };
+      case Op.REPLICA_READ: {
+        const result = await this.#o.store.read(key, firstBlock, blockCount);
+        if (result.bad.length > 0) throw this.#corrupt(key, firstBlock, result.bad);
+        return { payload: [result.data, encodeCrcs(result.crcs)], version: result.version };
+      }
+      default:
+        throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a replica op`);
+    }
+  }
+
+  #objectList(h: RequestHeader): OpResult {
+    const limit = Math.min(Math.max(h.length, 1), OBJECT_LIST_LIMIT_MAX);
+    // volumeId/objectIndex carry the cursor (exclusive); 0/0 starts from the beginning.
+    const after = h.volumeId === 0 && h.objectIndex === 0 ? undefined : { volumeId: h.volumeId, objectIndex: h.objectIndex };
+    const entries = this.#o.store.listObjects(after === undefined ? { limit } : { after, limit });
+    return { payload: [encodeObjectList(entries.map((e) => ({ volumeId: e.key.volumeId, objectIndex: e.key.objectIndex, allocatedBlocks: e.allocatedBlocks, version: e.version })))], version: 0 };
+  }
+}
+
+function locate(router: ShardRouter, h: RequestHeader): { shard: number; replicas: readonly number[] } {
+  return router.locate(h.group, h.volumeId, h.objectIndex);
+}
+
+/** Waits for every promise; then throws the first failure (so no write is left running unobserved). */
+async function settleAll(promises: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+

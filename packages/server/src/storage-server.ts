@@ -1,0 +1,59 @@
+import { StorpoolError } from '@storpool/errors';
+import { ConnectionPool, type ShardMapView } from '@storpool/net';
+import { PeerRole } from '@storpool/protocol';
+import type { Logger } from 'pino';
+import { StorageListener } from './listener.js';
+import { ShardService } from './shard-service.js';
+import { DiskStore } from './store/index.js';
+
+export interface StorageServerOptions {
+  diskPath: string;
+  indexDir?: string;
+  view: ShardMapView;
+  log: Logger;
+  /** Default: the disk's address in the shard map. */
+  listen?: { host: string; port: number };
+  replicaTimeoutMs?: number;
+}
+
+export interface StorageServer {
+  diskId: number;
+  address: { host: string; port: number };
+  service: ShardService;
+  store: DiskStore;
+  close(): Promise<void>;
+}
+
+/** Opens the disk, checks it against the shard map, and serves it. */
+export async function startStorageServer(o: StorageServerOptions): Promise<StorageServer> {
+  const store = await DiskStore.open(o.diskPath, { logger: o.log, ...(o.indexDir !== undefined ? { indexDir: o.indexDir } : {}) });
+  try {
+    const { diskId, clusterId } = store.superblock;
+    const router = o.view.router;
+    if (router.map.clusterId !== clusterId) {
+      throw new StorpoolError('WIRE_ERR_CLUSTER_MISMATCH', `disk ${o.diskPath} belongs to cluster ${clusterId}, the shard map to ${router.map.clusterId}`);
+    }
+    const entry = router.disk(diskId);
+    if (entry === undefined) throw new StorpoolError('MAP_ERR_INVALID', `disk ${diskId} (${o.diskPath}) is not in the shard map (epoch ${router.epoch}): add it first`);
+    const log = o.log.child({ diskId });
+    const peers = new ConnectionPool({ view: o.view, clusterId, role: PeerRole.PEER, senderId: diskId, log });
+    const service = new ShardService({ diskId, store, view: o.view, peers, log, replicaTimeoutMs: o.replicaTimeoutMs ?? 10_000 });
+    const listener = new StorageListener({ service, clusterId, diskId, log });
+    const address = await listener.listen(o.listen?.host ?? entry.address.host, o.listen?.port ?? entry.address.port);
+    log.info({ address, epoch: router.epoch, disk: o.diskPath }, 'listening');
+    return {
+      diskId,
+      address,
+      service,
+      store,
+      async close() {
+        await listener.close();
+        peers.close();
+        await store.close();
+      },
+    };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}

@@ -1,0 +1,847 @@
+/**
+ * DiskStore: the crash-safe, redirect-on-write object store of one storage-server disk.
+ *
+ * Invariants:
+ * - Live data is never overwritten: a write goes to free blocks, then one LMDB transaction switches
+ *   the index pointers; the old blocks are freed only after that commit, and only once no read that
+ *   may have looked up the old pointer is still in flight (reads are tagged with the commit
+ *   generation they looked up in).
+ * - The allocator's used set is exactly: blocks referenced by the index, plus blocks allocated to
+ *   the running cycle, plus blocks freed by a commit whose older readers are still in flight.
+ * - A write()/trim()/repair() promise resolves only after its data is fdatasync()ed and the index
+ *   transaction that references it is committed and synced (see runCycle's DURABILITY block).
+ * - Every allocated block has a CRC32C in the index; every read verifies it.
+ *
+ * See docs/on-disk-format.md for the layout and the crash-recovery argument.
+ */
+import { BLOCK_BYTES, BLOCKS_PER_OBJECT, OBJECT_BYTES, ZERO_BLOCK_CRC, crc32c } from '@storpool/protocol';
+import { StorpoolError } from '@storpool/errors';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { pino, type Logger } from 'pino';
+import { BlockAllocator, type Extent } from './allocator.js';
+import { checkIdentity, defaultIndexDir, indexExists, openIndexDb, type IndexDb } from './index-db.js';
+import { preadAll, preadAllAsync, storeError, writevAll, type Done } from './io.js';
+import {
+  blockKeyBytes,
+  checkObjectKey,
+  decodeBlockInObject,
+  decodeBlockValue,
+  decodeObjectKey,
+  decodeObjectValue,
+  encodeBlockValue,
+  encodeObjectValue,
+  objectKeyBytes,
+  type ObjectKey,
+  type ObjectValue,
+} from './keys.js';
+import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS } from './limits.js';
+import { acquireDiskLock } from './lock.js';
+import { chooseSuperblock, type Superblock } from './superblock.js';
+
+export interface DiskStoreOptions {
+  /** Index directory; default `${path}.idx`. Required for block devices. */
+  indexDir?: string;
+  /** Default: a silent logger. */
+  logger?: Logger;
+}
+
+export interface ReadResult {
+  /** blockCount * 4096 bytes; holes read as zeros. */
+  data: Buffer;
+  /** Per block: the stored CRC32C, or ZERO_BLOCK_CRC for a hole. */
+  crcs: Uint32Array;
+  /** Per block: 1 when allocated. */
+  allocated: Uint8Array;
+  /** Block indexes (relative to firstBlock) whose data on disk does not match its CRC32C. */
+  bad: number[];
+  /** The object's version (0 when never written). */
+  version: number;
+}
+
+export interface ObjectInfo {
+  key: ObjectKey;
+  version: number;
+  allocatedBlocks: number;
+}
+
+export interface StoreStats {
+  blocksTotal: number;
+  blocksUsed: number;
+  blocksFree: number;
+  reads: number;
+  writes: number;
+  trims: number;
+  /** Group-commit cycles that committed an index transaction. */
+  commits: number;
+  writesCommitted: number;
+  corruptBlocksFound: number;
+  corruptBlocksRepaired: number;
+  noSpaceErrors: number;
+}
+
+type OpKind = 'write' | 'trim' | 'repair';
+
+interface Op {
+  kind: OpKind;
+  key: ObjectKey;
+  firstBlock: number;
+  blockCount: number;
+  /** write/repair only. Must not be modified by the caller until the promise settles. */
+  data: Buffer | null;
+  crcs: Uint32Array | null;
+  version: number;
+  /** Physical block of each logical block (write/repair), set by allocation. */
+  phys: Uint32Array | null;
+  /** repair only: whether the repair was applied. */
+  applied: boolean;
+  resolve: (applied: boolean) => void;
+  reject: (err: Error) => void;
+}
+
+interface PendingFree {
+  /** Generation whose commit freed the blocks; reads of older generations may still use them. */
+  generation: number;
+  blocks: number[];
+}
+
+interface Lookup {
+  version: number;
+  index: number[];
+  phys: number[];
+  crcs: number[];
+}
+
+const EMPTY_OBJECT: ObjectValue = { version: 0, allocatedBlocks: 0 };
+
+export class DiskStore {
+  readonly path: string;
+  readonly indexDir: string;
+  readonly superblock: Superblock;
+  private readonly fd: number;
+  private readonly db: IndexDb;
+  private readonly allocator: BlockAllocator;
+  private readonly log: Logger;
+  private readonly releaseLock: () => Promise<void>;
+
+  private queue: Op[] = [];
+  private cycleRunning = false;
+  private cycleScheduled = false;
+  /** Set when a data fdatasync or an index commit failed: the on-disk state is unknown until reopen. */
+  private failed: StorpoolError | null = null;
+  private closing = false;
+  private idleWaiters: (() => void)[] = [];
+
+  /** Bumped after every committed index transaction. */
+  private generation = 0;
+  private readonly readsByGeneration = new Map<number, number>();
+  private readsInFlight = 0;
+  private pendingFrees: PendingFree[] = [];
+
+  private readonly counters = {
+    reads: 0,
+    writes: 0,
+    trims: 0,
+    commits: 0,
+    writesCommitted: 0,
+    corruptBlocksFound: 0,
+    corruptBlocksRepaired: 0,
+    noSpaceErrors: 0,
+  };
+
+  private constructor(init: {
+    path: string;
+    indexDir: string;
+    superblock: Superblock;
+    fd: number;
+    db: IndexDb;
+    allocator: BlockAllocator;
+    log: Logger;
+    releaseLock: () => Promise<void>;
+  }) {
+    this.path = init.path;
+    this.indexDir = init.indexDir;
+    this.superblock = init.superblock;
+    this.fd = init.fd;
+    this.db = init.db;
+    this.allocator = init.allocator;
+    this.log = init.log;
+    this.releaseLock = init.releaseLock;
+  }
+
+  /**
+   * Opens a formatted disk: validates the superblock (either copy), checks the index belongs to this
+   * disk, and rebuilds the allocator from the index. Recovery needs nothing more: blocks written
+   * by a cycle whose index commit never happened are simply not referenced, hence free.
+   */
+  static async open(path: string, opts: DiskStoreOptions = {}): Promise<DiskStore> {
+    const log = opts.logger ?? pino({ level: 'silent' });
+    const st = await fs.promises.stat(path).catch((err: unknown) => {
+      throw new StorpoolError('STORE_ERR_DISK_INVALID', `cannot open disk ${path}: ${(err as Error).message}; run \`storpool-server disk init\` first`);
+    });
+    if (st.isBlockDevice() && opts.indexDir === undefined) {
+      throw new StorpoolError('CONFIG_ERR_INVALID', `${path} is a block device: pass indexDir`);
+    }
+    const indexDir = opts.indexDir ?? defaultIndexDir(path);
+    const fh = await fs.promises.open(path, 'r+');
+    let stage = 'superblock';
+    let db: IndexDb | null = null;
+    let releaseLock: (() => Promise<void>) | null = null;
+    try {
+      const superblock = await readSuperblock(fh.fd, path);
+      if (st.isFile() && st.size < superblock.diskBytes) {
+        throw new StorpoolError('STORE_ERR_DISK_INVALID', `${path} is ${st.size} bytes but its superblock says ${superblock.diskBytes}; the file was truncated`);
+      }
+      if (!(await indexExists(indexDir))) {
+        throw new StorpoolError('STORE_ERR_DISK_INVALID', `index ${indexDir} of ${path} is missing; pass the right indexDir, or run \`storpool-server disk init --force\` (loses the data)`);
+      }
+      stage = 'lock';
+      releaseLock = await acquireDiskLock(path, indexDir);
+      stage = 'index';
+      db = openIndexDb(indexDir);
+      checkIdentity(db, indexDir, { diskUuid: superblock.diskUuid, clusterId: superblock.clusterId, diskId: superblock.diskId });
+      const allocator = rebuildAllocator(db, superblock, indexDir);
+      log.info({ path, indexDir, diskId: superblock.diskId, blocksUsed: allocator.usedBlocks, blocksTotal: allocator.blockCount }, 'disk store opened');
+      const fd = fs.openSync(path, 'r+');
+      return new DiskStore({ path, indexDir, superblock, fd, db, allocator, log, releaseLock });
+    } catch (err) {
+      if (db !== null) await db.root.close();
+      if (releaseLock !== null) await releaseLock();
+      throw err instanceof StorpoolError ? err : storeError(err, `opening ${path} (${stage})`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Writes whole blocks [firstBlock, firstBlock + data.length/4096) of one object.
+   *
+   * DURABILITY: when the promise resolves, the data is in newly allocated blocks made durable by the
+   * cycle's fdatasync(disk fd), and the index pointers to them (with their CRCs and the object's
+   * version = max(old, version)) are in an LMDB transaction committed with fdatasync. Before the
+   * commit the old pointers stay live, so a crash at any step leaves either the old or the new
+   * content of the whole write, never a mix (one transaction). A rejected write left the index
+   * unchanged for it. Recovery: open() rebuilds the allocator from the index; blocks written but
+   * never committed are unreferenced and so free again.
+   */
+  async write(key: ObjectKey, firstBlock: number, data: Buffer, crcs: Uint32Array, version: number): Promise<void> {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkVersion(version);
+    if (data.length === 0 || data.length % BLOCK_BYTES !== 0 || data.length > OBJECT_BYTES) {
+      throw new StorpoolError('STORE_ERR_OUT_OF_RANGE', `write of ${data.length} bytes: must be a non-zero multiple of ${BLOCK_BYTES} and at most ${OBJECT_BYTES}`);
+    }
+    const blockCount = data.length / BLOCK_BYTES;
+    checkRange(firstBlock, blockCount);
+    if (crcs.length !== blockCount) {
+      throw new StorpoolError('CONFIG_ERR_INVALID', `write of ${blockCount} blocks carries ${crcs.length} CRCs`);
+    }
+    checkCrcs(data, crcs);
+    this.counters.writes++;
+    await this.enqueue('write', key, firstBlock, blockCount, data, crcs, version);
+  }
+
+  /**
+   * Deallocates whole blocks; they read back as zeros. Also records the object's version.
+   *
+   * DURABILITY: when the promise resolves, the removal of the blocks' index entries is committed by
+   * a synced LMDB transaction (no data is written). The freed blocks are reused only after that
+   * commit, so a crash before it leaves the old data readable and intact; after it, holes.
+   */
+  async trim(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void> {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkVersion(version);
+    checkRange(firstBlock, blockCount);
+    this.counters.trims++;
+    await this.enqueue('trim', key, firstBlock, blockCount, null, null, version);
+  }
+
+  /**
+   * Replaces a block whose on-disk data failed its CRC with a good copy (from a replica). The copy
+   * must match the CRC the index holds for the block; when the block was rewritten or trimmed since
+   * the failed read, nothing is changed (the bad block is gone already). The version is kept.
+   *
+   * DURABILITY: as for write(): new block fdatasync()ed, then the pointer switched in a synced
+   * transaction; a crash before that leaves the (bad) old block, which the next read reports again.
+   */
+  async repair(key: ObjectKey, block: number, data: Buffer, crc: number): Promise<void> {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkRange(block, 1);
+    if (data.length !== BLOCK_BYTES) {
+      throw new StorpoolError('STORE_ERR_OUT_OF_RANGE', `repair of ${data.length} bytes: must be one ${BLOCK_BYTES}-byte block`);
+    }
+    const crcs = Uint32Array.of(crc >>> 0);
+    checkCrcs(data, crcs);
+    await this.enqueue('repair', key, block, 1, data, crcs, 0);
+  }
+
+  /** Reads whole blocks, verifying every allocated block's CRC32C. */
+  async read(key: ObjectKey, firstBlock: number, blockCount: number): Promise<ReadResult> {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkRange(firstBlock, blockCount);
+    this.counters.reads++;
+    const generation = this.readBegin();
+    try {
+      const lookup = this.lookup(key, firstBlock, blockCount);
+      const full = lookup.index.length === blockCount;
+      const result: ReadResult = {
+        data: full ? Buffer.allocUnsafe(blockCount * BLOCK_BYTES) : Buffer.alloc(blockCount * BLOCK_BYTES),
+        crcs: new Uint32Array(blockCount).fill(ZERO_BLOCK_CRC),
+        allocated: new Uint8Array(blockCount),
+        bad: [],
+        version: lookup.version,
+      };
+      await this.readRuns(result.data, lookup);
+      this.verifyRead(result, lookup, key, firstBlock);
+      return result;
+    } finally {
+      this.readEnd(generation);
+    }
+  }
+
+  /** 1 per allocated block of [firstBlock, firstBlock + blockCount). */
+  allocation(key: ObjectKey, firstBlock: number, blockCount: number): Uint8Array {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkRange(firstBlock, blockCount);
+    const map = new Uint8Array(blockCount);
+    for (const { key: k } of this.db.blocks.getRange({ start: blockKeyBytes(key, firstBlock), end: blockKeyBytes(key, firstBlock + blockCount) })) {
+      map[decodeBlockInObject(k) - firstBlock] = 1;
+    }
+    return map;
+  }
+
+  /** The object's version: the max of all versions written or trimmed; 0 when never written. */
+  objectVersion(key: ObjectKey): number {
+    this.checkUsable();
+    checkObjectKey(key);
+    const raw = this.db.objects.getBinaryFast(objectKeyBytes(key));
+    return raw === undefined ? 0 : decodeObjectValue(raw).version;
+  }
+
+  /** Objects in key order, starting after `after` (exclusive). Includes objects trimmed empty. */
+  listObjects(opts: { after?: ObjectKey; limit: number }): ObjectInfo[] {
+    this.checkUsable();
+    if (!Number.isInteger(opts.limit) || opts.limit < 1 || opts.limit > LIST_OBJECTS_LIMIT_MAX) {
+      throw new StorpoolError('CONFIG_ERR_INVALID', `listObjects limit ${opts.limit} must be in [1, ${LIST_OBJECTS_LIMIT_MAX}]`);
+    }
+    if (opts.after !== undefined) checkObjectKey(opts.after);
+    const after = opts.after === undefined ? null : objectKeyBytes(opts.after);
+    const out: ObjectInfo[] = [];
+    const range = this.db.objects.getRange(after === null ? {} : { start: after });
+    for (const { key, value } of range) {
+      if (after !== null && after.equals(key)) continue;
+      const v = decodeObjectValue(value);
+      out.push({ key: decodeObjectKey(key), version: v.version, allocatedBlocks: v.allocatedBlocks });
+      if (out.length === opts.limit) break;
+    }
+    return out;
+  }
+
+  stats(): StoreStats {
+    return {
+      blocksTotal: this.allocator.blockCount,
+      blocksUsed: this.allocator.usedBlocks,
+      blocksFree: this.allocator.freeBlocks,
+      ...this.counters,
+    };
+  }
+
+  /** Waits for queued and running cycles and in-flight reads, then closes the index and the disk. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    await this.waitIdle();
+    assert.equal(this.queue.length, 0);
+    assert.equal(this.readsInFlight, 0);
+    await this.db.root.close();
+    await new Promise<void>((resolve, reject) => fs.close(this.fd, (err) => (err ? reject(err) : resolve())));
+    await this.releaseLock();
+    this.log.info({ path: this.path }, 'disk store closed');
+  }
+
+  // ---- group commit ------------------------------------------------------------------------------
+
+  private enqueue(kind: OpKind, key: ObjectKey, firstBlock: number, blockCount: number, data: Buffer | null, crcs: Uint32Array | null, version: number): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      this.queue.push({ kind, key, firstBlock, blockCount, data, crcs, version, phys: null, applied: false, resolve, reject });
+      this.scheduleCycle();
+    });
+  }
+
+  private scheduleCycle(): void {
+    if (this.cycleRunning || this.cycleScheduled) return;
+    this.cycleScheduled = true;
+    // A microtask lets every call made in the same tick join the cycle.
+    queueMicrotask(() => {
+      this.cycleScheduled = false;
+      if (!this.cycleRunning) this.runCycle();
+    });
+  }
+
+  /** Takes ops from the queue up to CYCLE_OPS_MAX / CYCLE_BYTES_MAX (always at least one). */
+  private takeBatch(): Op[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.queue.length && n < CYCLE_OPS_MAX) {
+      const op = this.queue[n] as Op;
+      const opBytes = op.data === null ? 0 : op.data.length;
+      if (n > 0 && bytes + opBytes > CYCLE_BYTES_MAX) break;
+      bytes += opBytes;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  /**
+   * One group-commit cycle: allocate, write data, fdatasync, commit the index, resolve.
+   *
+   * DURABILITY: (1) blocks are allocated in memory only; (2) every write's data goes to its new
+   * blocks with one writev per contiguous physical run; (3) one fdatasync(disk fd) makes all of it
+   * durable; (4) one LMDB transaction switches/removes the pointers and updates object versions,
+   * and its promise resolves after LMDB's synced commit; (5) only then are ops resolved and the
+   * replaced blocks queued for freeing. Crash after (2) or (3): the new blocks are unreferenced,
+   * open() sees them free, the old pointers are intact. Crash during (4): LMDB keeps the previous
+   * committed transaction (its meta pages are the commit point), so again all-old. After (4): all
+   * new. Nothing is acknowledged before (4) completes.
+   */
+  private runCycle(): void {
+    assert(!this.cycleRunning, 'one cycle at a time');
+    const ops = this.takeBatch();
+    if (ops.length === 0) {
+      this.notifyIdle();
+      return;
+    }
+    this.cycleRunning = true;
+    const live = this.allocateCycle(ops);
+    this.writeCycleData(live, (err, writesFailed) => {
+      if (err !== null) {
+        this.fail(err, live);
+        return;
+      }
+      const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim');
+      if (writesFailed !== null) this.rejectWrites(live, writesFailed);
+      if (toCommit.length === 0) {
+        this.finishCycle();
+        return;
+      }
+      this.db.root.transaction(() => this.applyToIndex(toCommit)).then(
+        (frees) => this.afterCommit(toCommit, frees),
+        (commitErr: unknown) => this.fail(storeError(commitErr, `committing the index of ${this.path}`), toCommit),
+      );
+    });
+  }
+
+  /** Allocates blocks for each write/repair in order; an op that does not fit fails NO_SPACE. */
+  private allocateCycle(ops: Op[]): Op[] {
+    const live: Op[] = [];
+    for (const op of ops) {
+      if (op.kind === 'trim') {
+        live.push(op);
+        continue;
+      }
+      const extents = this.allocator.allocate(op.blockCount);
+      if (extents === null) {
+        this.counters.noSpaceErrors++;
+        const free = this.allocator.freeBlocks;
+        this.log.warn({ path: this.path, need: op.blockCount, free }, 'disk full');
+        op.reject(
+          new StorpoolError(
+            'STORE_ERR_NO_SPACE',
+            `disk ${this.superblock.diskId} (${this.path}) is full: ${free} blocks of ${BLOCK_BYTES} bytes free, ` +
+              `the write needs ${op.blockCount}; trim unused data or add disks`,
+          ),
+        );
+        continue;
+      }
+      op.phys = extentsToPhys(extents, op.blockCount);
+      live.push(op);
+    }
+    return live;
+  }
+
+  /**
+   * Writes all live ops' data (one writev per contiguous physical run) and fdatasyncs the disk.
+   * done(fatal, writesFailed): a write error fails this cycle's writes only (their blocks are freed,
+   * they were never referenced); an fdatasync error is fatal (the page cache state is unknown).
+   */
+  private writeCycleData(live: Op[], done: (fatal: StorpoolError | null, writesFailed: StorpoolError | null) => void): void {
+    const groups = physicalRuns(live, this.superblock.dataOffset);
+    if (groups.length === 0) {
+      done(null, null);
+      return;
+    }
+    let pending = groups.length;
+    let firstErr: unknown = null;
+    const onWritten: Done = (err) => {
+      if (err !== null && firstErr === null) firstErr = err;
+      if (--pending > 0) return;
+      if (firstErr !== null) {
+        const mapped = storeError(firstErr, `writing data to ${this.path}`);
+        this.log.error({ err: firstErr, path: this.path }, 'data write failed');
+        this.freeUncommitted(live);
+        done(mapped.code === 'STORE_ERR_IO' ? mapped : null, mapped);
+        return;
+      }
+      fs.fdatasync(this.fd, (syncErr) => {
+        done(syncErr ? storeError(syncErr, `fdatasync of ${this.path}`) : null, null);
+      });
+    };
+    for (const g of groups) writevAll(this.fd, g.buffers, g.position, onWritten);
+  }
+
+  /**
+   * Runs inside the LMDB write transaction: first computes every change (reads only, so a bug
+   * caught by an assertion leaves the transaction empty), then applies them. Returns the physical
+   * blocks the commit replaces, to be freed after it.
+   */
+  private applyToIndex(ops: Op[]): number[] {
+    const ch: Changes = { frees: [], blocks: new Map(), id: '' };
+    const objects = new Map<string, { keyBytes: Buffer; value: ObjectValue }>();
+    for (const op of ops) {
+      const objKey = objectKeyBytes(op.key);
+      ch.id = objKey.toString('latin1');
+      let obj = objects.get(ch.id);
+      if (obj === undefined) {
+        const raw = this.db.objects.getBinary(objKey);
+        obj = { keyBytes: objKey, value: raw === undefined ? { ...EMPTY_OBJECT } : decodeObjectValue(raw) };
+        objects.set(ch.id, obj);
+      }
+      applyOp(op, obj.value, this.existingPointers(op, ch), ch);
+    }
+    // Only the final state of each block key is written: later ops of the cycle win.
+    for (const { keyBytes, pointer } of ch.blocks.values()) {
+      if (pointer === null) this.db.blocks.removeSync(keyBytes);
+      else this.db.blocks.putSync(keyBytes, encodeBlockValue(pointer.physical, pointer.crc));
+    }
+    for (const { keyBytes, value } of objects.values()) this.db.objects.putSync(keyBytes, encodeObjectValue(value));
+    return ch.frees;
+  }
+
+  /** Current pointers of an op's blocks: the committed index seen through this cycle's earlier ops. */
+  private existingPointers(op: Op, ch: Changes): Map<number, Pointer> {
+    const out = new Map<number, Pointer>();
+    const range = this.db.blocks.getRange({ start: blockKeyBytes(op.key, op.firstBlock), end: blockKeyBytes(op.key, op.firstBlock + op.blockCount) });
+    for (const { key, value } of range) out.set(decodeBlockInObject(key), decodeBlockValue(value));
+    if (ch.blocks.size === 0) return out;
+    for (let b = op.firstBlock; b < op.firstBlock + op.blockCount; b++) {
+      const o = ch.blocks.get(`${ch.id}:${b}`);
+      if (o === undefined) continue;
+      if (o.pointer === null) out.delete(b);
+      else out.set(b, o.pointer);
+    }
+    return out;
+  }
+
+  private afterCommit(ops: Op[], frees: number[]): void {
+    // Make reads look up in the new snapshot before they are tagged with the new generation.
+    this.db.root.resetReadTxn();
+    this.generation++;
+    this.counters.commits++;
+    if (frees.length > 0) this.pendingFrees.push({ generation: this.generation, blocks: frees });
+    this.releaseFrees();
+    for (const op of ops) {
+      if (op.kind === 'write') this.counters.writesCommitted++;
+      if (op.kind === 'repair' && op.applied) this.counters.corruptBlocksRepaired++;
+      op.resolve(op.applied);
+    }
+    this.finishCycle();
+  }
+
+  private finishCycle(): void {
+    this.cycleRunning = false;
+    if (this.queue.length > 0) this.runCycle();
+    else this.notifyIdle();
+  }
+
+  private rejectWrites(ops: Op[], err: StorpoolError): void {
+    for (const op of ops) if (op.kind !== 'trim') op.reject(err);
+  }
+
+  /** Frees blocks allocated to ops that were never committed. */
+  private freeUncommitted(ops: Op[]): void {
+    for (const op of ops) {
+      if (op.phys === null) continue;
+      for (const p of op.phys) this.allocator.free(p);
+      op.phys = null;
+    }
+  }
+
+  /**
+   * A data fdatasync or index commit failed: whether the commit happened is unknown, so the store
+   * stops (the allocator cannot be trusted) and every op fails; reopening rebuilds from the index.
+   */
+  private fail(err: StorpoolError, ops: Op[]): void {
+    this.failed = new StorpoolError(err.code, `disk ${this.path} failed and must be reopened: ${err.message}`, { cause: err });
+    this.log.error({ err, path: this.path }, 'disk store failed; reopen required');
+    for (const op of ops) op.reject(err);
+    for (const op of this.queue.splice(0)) op.reject(this.failed);
+    this.cycleRunning = false;
+    this.notifyIdle();
+  }
+
+  private notifyIdle(): void {
+    if (this.cycleRunning || this.queue.length > 0 || this.readsInFlight > 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private waitIdle(): Promise<void> {
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      this.notifyIdle();
+    });
+  }
+
+  private checkUsable(): void {
+    if (this.closing) throw new StorpoolError('SERVER_ERR_SHUTTING_DOWN', `disk store ${this.path} is closed`);
+    if (this.failed !== null) throw this.failed;
+  }
+
+  // ---- reads and deferred frees ------------------------------------------------------------------
+
+  private readBegin(): number {
+    const g = this.generation;
+    this.readsByGeneration.set(g, (this.readsByGeneration.get(g) ?? 0) + 1);
+    this.readsInFlight++;
+    return g;
+  }
+
+  private readEnd(g: number): void {
+    const n = this.readsByGeneration.get(g);
+    assert(n !== undefined && n > 0, 'read generation was registered');
+    if (n === 1) this.readsByGeneration.delete(g);
+    else this.readsByGeneration.set(g, n - 1);
+    this.readsInFlight--;
+    this.releaseFrees();
+    this.notifyIdle();
+  }
+
+  /** Frees blocks replaced at generation G once no read of a generation older than G is in flight. */
+  private releaseFrees(): void {
+    let oldest = Infinity;
+    for (const g of this.readsByGeneration.keys()) oldest = Math.min(oldest, g);
+    while (this.pendingFrees.length > 0 && (this.pendingFrees[0] as PendingFree).generation <= oldest) {
+      const pf = this.pendingFrees.shift() as PendingFree;
+      for (const p of pf.blocks) this.allocator.free(p);
+    }
+  }
+
+  /** Synchronous index lookup: one snapshot for the object record and the block range. */
+  private lookup(key: ObjectKey, firstBlock: number, blockCount: number): Lookup {
+    const raw = this.db.objects.getBinaryFast(objectKeyBytes(key));
+    const out: Lookup = { version: raw === undefined ? 0 : decodeObjectValue(raw).version, index: [], phys: [], crcs: [] };
+    const range = this.db.blocks.getRange({ start: blockKeyBytes(key, firstBlock), end: blockKeyBytes(key, firstBlock + blockCount) });
+    for (const { key: k, value } of range) {
+      const v = decodeBlockValue(value);
+      assert(v.physical < this.allocator.blockCount, 'index points inside the data area');
+      out.index.push(decodeBlockInObject(k) - firstBlock);
+      out.phys.push(v.physical);
+      out.crcs.push(v.crc);
+    }
+    return out;
+  }
+
+  /** Reads each contiguous physical run with one pread, all runs in parallel. */
+  private readRuns(data: Buffer, lookup: Lookup): Promise<void> {
+    const runs = contiguousRuns(lookup.index, lookup.phys);
+    if (runs.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      let pending = runs.length;
+      let firstErr: unknown = null;
+      const onRead: Done = (err) => {
+        if (err !== null && firstErr === null) firstErr = err;
+        if (--pending > 0) return;
+        if (firstErr === null) resolve();
+        else reject(storeError(firstErr, `reading ${this.path}`));
+      };
+      for (const r of runs) {
+        const buf = data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES);
+        preadAll(this.fd, buf, this.superblock.dataOffset + r.physical * BLOCK_BYTES, onRead);
+      }
+    });
+  }
+
+  private verifyRead(result: ReadResult, lookup: Lookup, key: ObjectKey, firstBlock: number): void {
+    for (let i = 0; i < lookup.index.length; i++) {
+      const idx = lookup.index[i] as number;
+      const crc = lookup.crcs[i] as number;
+      result.allocated[idx] = 1;
+      result.crcs[idx] = crc;
+      const actual = crc32c(result.data.subarray(idx * BLOCK_BYTES, (idx + 1) * BLOCK_BYTES));
+      if (actual === crc) continue;
+      result.bad.push(idx);
+      this.counters.corruptBlocksFound++;
+      this.log.error(
+        { path: this.path, volumeId: key.volumeId, objectIndex: key.objectIndex, block: firstBlock + idx, physical: lookup.phys[i], expected: crc, actual },
+        'block failed its CRC32C',
+      );
+    }
+  }
+}
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+interface Pointer {
+  physical: number;
+  crc: number;
+}
+
+interface Changes {
+  /** Physical blocks the cycle replaces: freed after its commit. */
+  frees: number[];
+  /** Final pointer (null: removed) of every block key the cycle touches, by `${objectId}:${block}`. */
+  blocks: Map<string, { keyBytes: Buffer; pointer: Pointer | null }>;
+  /** Object id (latin1 of the object key) of the op being applied. */
+  id: string;
+}
+
+function applyOp(op: Op, obj: ObjectValue, existing: Map<number, Pointer>, ch: Changes): void {
+  if (op.kind === 'repair') {
+    const cur = existing.get(op.firstBlock);
+    const crc = (op.crcs as Uint32Array)[0] as number;
+    const phys = (op.phys as Uint32Array)[0] as number;
+    if (cur === undefined || cur.crc !== crc) {
+      ch.frees.push(phys); // rewritten or trimmed since the failed read: drop the repair
+      return;
+    }
+    op.applied = true;
+    ch.frees.push(cur.physical);
+    setPointer(ch, op, op.firstBlock, phys, crc);
+    return;
+  }
+  for (let i = 0; i < op.blockCount; i++) {
+    const b = op.firstBlock + i;
+    const cur = existing.get(b);
+    if (cur !== undefined) ch.frees.push(cur.physical);
+    if (op.kind === 'trim') {
+      if (cur === undefined) continue;
+      obj.allocatedBlocks--;
+      ch.blocks.set(`${ch.id}:${b}`, { keyBytes: blockKeyBytes(op.key, b), pointer: null });
+      continue;
+    }
+    if (cur === undefined) obj.allocatedBlocks++;
+    setPointer(ch, op, b, (op.phys as Uint32Array)[i] as number, (op.crcs as Uint32Array)[i] as number);
+  }
+  assert(obj.allocatedBlocks >= 0 && obj.allocatedBlocks <= BLOCKS_PER_OBJECT, 'object block count in range');
+  obj.version = Math.max(obj.version, op.version);
+}
+
+function setPointer(ch: Changes, op: Op, block: number, physical: number, crc: number): void {
+  ch.blocks.set(`${ch.id}:${block}`, { keyBytes: blockKeyBytes(op.key, block), pointer: { physical, crc } });
+}
+
+function checkVersion(version: number): void {
+  if (!Number.isSafeInteger(version) || version < 0) {
+    throw new StorpoolError('CONFIG_ERR_INVALID', `version ${version} must be a non-negative safe integer`);
+  }
+}
+
+function checkRange(firstBlock: number, blockCount: number): void {
+  if (!Number.isInteger(firstBlock) || !Number.isInteger(blockCount) || firstBlock < 0 || blockCount < 1 || firstBlock + blockCount > BLOCKS_PER_OBJECT) {
+    throw new StorpoolError('STORE_ERR_OUT_OF_RANGE', `blocks [${firstBlock}, +${blockCount}) are outside the object (${BLOCKS_PER_OBJECT} blocks)`);
+  }
+}
+
+function checkCrcs(data: Buffer, crcs: Uint32Array): void {
+  for (let i = 0; i < crcs.length; i++) {
+    const actual = crc32c(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES));
+    if (actual !== crcs[i]) {
+      throw new StorpoolError('STORE_ERR_CHECKSUM', `block ${i} of the write does not match its CRC32C (got ${actual}, expected ${crcs[i]}); nothing was written`);
+    }
+  }
+}
+
+function extentsToPhys(extents: Extent[], count: number): Uint32Array {
+  const phys = new Uint32Array(count);
+  let i = 0;
+  for (const e of extents) for (let j = 0; j < e.count; j++) phys[i++] = e.start + j;
+  assert.equal(i, count, 'extents cover the write');
+  return phys;
+}
+
+/** Runs of consecutive logical index with consecutive physical block. */
+function contiguousRuns(index: number[], phys: number[]): { index: number; physical: number; count: number }[] {
+  const runs: { index: number; physical: number; count: number }[] = [];
+  for (let i = 0; i < index.length; i++) {
+    const last = runs[runs.length - 1];
+    const idx = index[i] as number;
+    const p = phys[i] as number;
+    if (last !== undefined && last.index + last.count === idx && last.physical + last.count === p) last.count++;
+    else runs.push({ index: idx, physical: p, count: 1 });
+  }
+  return runs;
+}
+
+/** Groups every write's blocks into physically contiguous runs: one writev (many buffers) each. */
+function physicalRuns(ops: Op[], dataOffset: number): { position: number; buffers: Buffer[] }[] {
+  const segs: { physical: number; count: number; buf: Buffer }[] = [];
+  for (const op of ops) {
+    if (op.phys === null) continue;
+    const data = op.data as Buffer;
+    const idx = Array.from({ length: op.blockCount }, (_, i) => i);
+    for (const r of contiguousRuns(idx, Array.from(op.phys))) {
+      segs.push({ physical: r.physical, count: r.count, buf: data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES) });
+    }
+  }
+  segs.sort((a, b) => a.physical - b.physical);
+  const groups: { position: number; buffers: Buffer[]; end: number }[] = [];
+  for (const s of segs) {
+    const last = groups[groups.length - 1];
+    assert(last === undefined || s.physical >= last.end, 'no physical block written twice in a cycle');
+    if (last !== undefined && last.end === s.physical) {
+      last.buffers.push(s.buf);
+      last.end += s.count;
+    } else {
+      groups.push({ position: dataOffset + s.physical * BLOCK_BYTES, buffers: [s.buf], end: s.physical + s.count });
+    }
+  }
+  return groups;
+}
+
+async function readSuperblock(fd: number, path: string): Promise<Superblock> {
+  const copies: Buffer[] = [];
+  for (const offset of SUPERBLOCK_OFFSETS) {
+    const buf = Buffer.alloc(SUPERBLOCK_BYTES);
+    await preadAllAsync(fd, buf, offset).catch(() => undefined); // a short disk leaves zeros: invalid
+    copies.push(buf);
+  }
+  return chooseSuperblock(path, copies);
+}
+
+/**
+ * Walks the whole index once: marks every referenced block used, refuses duplicates and pointers
+ * outside the data area, and checks each object's allocated-block count.
+ */
+function rebuildAllocator(db: IndexDb, sb: Superblock, indexDir: string): BlockAllocator {
+  const allocator = new BlockAllocator(sb.blockCount);
+  const corrupt = (what: string): StorpoolError =>
+    new StorpoolError('STORE_ERR_DISK_INVALID', `index ${indexDir} is inconsistent (${what}); rebuild this disk from its replicas`);
+  let curObj: Buffer | null = null;
+  let count = 0;
+  const checkCount = (): void => {
+    if (curObj === null) return;
+    const raw = db.objects.getBinary(curObj);
+    const expect = raw === undefined ? -1 : decodeObjectValue(raw).allocatedBlocks;
+    if (expect !== count) throw corrupt(`object ${JSON.stringify(decodeObjectKey(curObj))} counts ${expect} blocks, index has ${count}`);
+  };
+  for (const { key, value } of db.blocks.getRange({})) {
+    const objKey = Buffer.from(key.subarray(0, 12));
+    if (curObj === null || !curObj.equals(objKey)) {
+      checkCount();
+      curObj = objKey;
+      count = 0;
+    }
+    count++;
+    const { physical } = decodeBlockValue(value);
+    if (physical >= sb.blockCount) throw corrupt(`block ${physical} is outside the data area`);
+    if (!allocator.markUsed(physical)) throw corrupt(`block ${physical} is referenced twice`);
+  }
+  checkCount();
+  let counted = 0;
+  for (const { value } of db.objects.getRange({})) counted += decodeObjectValue(value).allocatedBlocks;
+  if (counted !== allocator.usedBlocks) throw corrupt(`objects count ${counted} blocks, index has ${allocator.usedBlocks}`);
+  return allocator;
+}

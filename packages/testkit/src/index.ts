@@ -1,0 +1,2 @@
+export { LocalCluster, freePort, SERVER_BIN, type LocalClusterOptions, type ServerProcess } from './local-cluster.js';
+export { SeededRandom } from './random.js';
