@@ -56,6 +56,8 @@ export interface ShardServiceOptions {
   log: Logger;
   /** Timeout of one replica request. */
   replicaTimeoutMs: number;
+  /** More counters for STATS (the listener's). */
+  statsExtra?: () => Record<string, unknown>;
 }
 
 export interface ServiceCounters {
@@ -92,7 +94,7 @@ export class ShardService {
         // Every write is durable before it is acknowledged, so FLUSH has nothing left to do.
         return { payload: [], version: 0 };
       case Op.STATS:
-        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters }))], version: 0 };
+        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters, ...this.#o.statsExtra?.() }))], version: 0 };
       case Op.OBJECT_LIST:
         return this.#objectList(h);
       case Op.READ:

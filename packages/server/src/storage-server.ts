@@ -37,8 +37,9 @@ export async function startStorageServer(o: StorageServerOptions): Promise<Stora
     if (entry === undefined) throw new StorpoolError('MAP_ERR_INVALID', `disk ${diskId} (${o.diskPath}) is not in the shard map (epoch ${router.epoch}): add it first`);
     const log = o.log.child({ diskId });
     const peers = new ConnectionPool({ view: o.view, clusterId, role: PeerRole.PEER, senderId: diskId, log });
-    const service = new ShardService({ diskId, store, view: o.view, peers, log, replicaTimeoutMs: o.replicaTimeoutMs ?? 10_000 });
-    const listener = new StorageListener({ service, clusterId, diskId, log });
+    let listener: StorageListener | undefined;
+    const service = new ShardService({ diskId, store, view: o.view, peers, log, replicaTimeoutMs: o.replicaTimeoutMs ?? 10_000, statsExtra: () => ({ listener: listener?.counters }) });
+    listener = new StorageListener({ service, clusterId, diskId, log });
     const address = await listener.listen(o.listen?.host ?? entry.address.host, o.listen?.port ?? entry.address.port);
     log.info({ address, epoch: router.epoch, disk: o.diskPath }, 'listening');
     return {
