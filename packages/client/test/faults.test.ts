@@ -203,7 +203,10 @@ describe('fault injection', () => {
         else if (kind === 1) batch.push(session([hello, rnd.bytes(rnd.int(1, 300))]));
         else {
           const m = Buffer.from(valid);
-          for (let k = rnd.int(1, 4); k > 0; k--) m[rnd.int(0, 63)] ^= rnd.int(1, 255);
+          for (let k = rnd.int(1, 4); k > 0; k--) {
+            const at = rnd.int(0, 63);
+            m[at] = m[at]! ^ rnd.int(1, 255);
+          }
           batch.push(session(kind === 2 ? [hello, m] : [m]));
         }
       }

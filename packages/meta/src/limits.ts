@@ -12,6 +12,9 @@ export const META_VALUE_BYTES_MAX = 1024 * 1024;
 /** Deadline for one etcd call; after it the caller gets META_ERR_TIMEOUT naming the endpoints. */
 export const ETCD_CALL_TIMEOUT_MS = 5_000;
 
+/** Shortest deadline of one attempt of a call (a call gets up to 3 attempts, on different members). */
+export const ETCD_ATTEMPT_TIMEOUT_MS_MIN = 500;
+
 /** Time to connect and check the cluster in EtcdMetaStore.open(). */
 export const ETCD_CONNECT_TIMEOUT_MS = 5_000;
 

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs/promises';
+import fsCb from 'node:fs';
 import path from 'node:path';
 import { BLOCK_BYTES, BLOCKS_PER_OBJECT, crc32c } from '@storpool/protocol';
 import { DiskStore, formatDisk, DISK_BYTES_MIN, DATA_OFFSET_BYTES } from '../src/store/index.js';
@@ -152,5 +153,44 @@ describe('group commit', () => {
     }
     expect(s.stats().corruptBlocksFound).toBe(0);
     expect(s.stats().blocksUsed).toBe(count);
+  });
+
+  it('does not reuse a block freed by a commit while an older read still reads it', async () => {
+    const s = await openNew(DISK_BYTES_MIN); // 2048 blocks
+    const objA = { volumeId: 1, objectIndex: 0 };
+    const w = (key: typeof objA, n: number, t: number) => {
+      const { data, crcs } = blocksData(Array.from({ length: n }, () => t), 0);
+      return s.write(key, 0, data, crcs, t);
+    };
+    await w(objA, 256, 1); // physical 0..255
+    // Hold every pread until released: the read below looks up blocks 0..255 now, reads them later.
+    const held: (() => void)[] = [];
+    const realRead = fsCb.read;
+    (fsCb as { read: unknown }).read = (...args: unknown[]) => {
+      held.push(() => (realRead as (...a: unknown[]) => void)(...args));
+    };
+    let reading: Promise<Awaited<ReturnType<DiskStore['read']>>>;
+    try {
+      reading = s.read(objA, 0, 256);
+    } finally {
+      (fsCb as { read: unknown }).read = realRead;
+    }
+    expect(held.length).toBe(1);
+    try {
+      await w(objA, 256, 2); // physical 256..511; frees 0..255, but a read of the old generation is in flight
+      await w({ volumeId: 2, objectIndex: 0 }, 1024, 3); // 512..1535
+      await w({ volumeId: 3, objectIndex: 0 }, 512, 4); // 1536..2047: the cursor wraps next
+      expect(s.stats().blocksFree).toBe(0);
+      // Without deferred frees this would land on 0..255 and the held read would see its data.
+      await expect(w({ volumeId: 4, objectIndex: 0 }, 256, 5)).rejects.toMatchObject({ code: 'STORE_ERR_NO_SPACE' });
+    } finally {
+      for (const go of held.splice(0)) go(); // also on failure, so close() does not wait forever
+    }
+    const res = await reading;
+    expect(res.bad).toEqual([]);
+    expect(res.data.readUInt32LE(0)).toBe(1);
+    expect(s.stats().blocksFree).toBe(256); // released when the read finished
+    await w({ volumeId: 4, objectIndex: 0 }, 256, 5);
+    expect((await s.read(objA, 0, 256)).data.readUInt32LE(0)).toBe(2);
   });
 });

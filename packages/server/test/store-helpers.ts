@@ -43,3 +43,30 @@ export async function makeTempDir(prefix: string): Promise<string> {
 export async function removeDir(dir: string | undefined): Promise<void> {
   if (dir !== undefined) await fs.rm(dir, { recursive: true, force: true });
 }
+
+/** The crash test's op stream: op `seq` (1-based) is a pure function of (seed, seq). */
+export interface CrashOp {
+  seq: number;
+  kind: 'write' | 'trim';
+  objectIndex: number;
+  firstBlock: number;
+  blockCount: number;
+}
+export const CRASH_OBJECTS = 2;
+export const CRASH_BLOCKS = 64;
+
+export function crashOps(seed: number, count: number): CrashOp[] {
+  const r = rng(seed);
+  const ops: CrashOp[] = [];
+  for (let seq = 1; seq <= count; seq++) {
+    const blockCount = randInt(r, 1, 9);
+    ops.push({
+      seq,
+      kind: r() < 0.2 ? 'trim' : 'write',
+      objectIndex: randInt(r, 0, CRASH_OBJECTS),
+      firstBlock: randInt(r, 0, CRASH_BLOCKS - blockCount + 1),
+      blockCount,
+    });
+  }
+  return ops;
+}

@@ -4,7 +4,7 @@
  * PID in stop(), also when a test failed.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,11 +120,21 @@ export class LocalCluster {
         s.log.push(line);
         if (s.log.length > 2000) s.log.splice(0, 1000);
         if (this.#o.inheritLogs === true) process.stderr.write(`[disk ${diskId}] ${line}\n`);
-        if (!ready && line.includes('"msg":"listening"')) {
+      };
+      const poll = (): void => {
+        if (ready || s.proc !== proc) return;
+        const probe = connect({ host: '127.0.0.1', port: s.port });
+        probe.once('connect', () => {
+          probe.destroy();
           ready = true;
           resolve();
-        }
+        });
+        probe.once('error', () => {
+          probe.destroy();
+          setTimeout(poll, 50);
+        });
       };
+      poll();
       let tail = '';
       const onData = (chunk: Buffer): void => {
         tail += chunk.toString('utf8');

@@ -9,7 +9,7 @@
  * - The allocator's used set is exactly: blocks referenced by the index, plus blocks allocated to
  *   the running cycle, plus blocks freed by a commit whose older readers are still in flight.
  * - A write()/trim()/repair() promise resolves only after its data is fdatasync()ed and the index
- *   transaction that references it is committed and synced (see runCycle's DURABILITY block).
+ *   transaction that references it is committed and synced (see tryStartCycle's DURABILITY block).
  * - Every allocated block has a CRC32C in the index; every read verifies it.
  *
  * See docs/on-disk-format.md for the layout and the crash-recovery argument.
@@ -35,7 +35,7 @@ import {
   type ObjectKey,
   type ObjectValue,
 } from './keys.js';
-import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS } from './limits.js';
+import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, PIPELINE_CYCLES_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS } from './limits.js';
 import { acquireDiskLock } from './lock.js';
 import { chooseSuperblock, type Superblock } from './superblock.js';
 
@@ -125,8 +125,13 @@ export class DiskStore {
   private readonly releaseLock: () => Promise<void>;
 
   private queue: Op[] = [];
-  private cycleRunning = false;
+  /** A cycle is allocating/writing/fdatasyncing its data (stage 1). */
+  private dataStageBusy = false;
+  /** Ops of cycles that have left the queue and not finished (at most PIPELINE_CYCLES_MAX). */
+  private readonly activeCycles = new Set<Op[]>();
   private cycleScheduled = false;
+  private cyclesStarted = 0;
+  private cyclesCommitted = 0;
   /** Set when a data fdatasync or an index commit failed: the on-disk state is unknown until reopen. */
   private failed: StorpoolError | null = null;
   private closing = false;
@@ -373,12 +378,13 @@ export class DiskStore {
   }
 
   private scheduleCycle(): void {
-    if (this.cycleRunning || this.cycleScheduled) return;
+    // A busy pipeline starts the next cycle itself when a stage frees up.
+    if (this.cycleScheduled || this.dataStageBusy || this.activeCycles.size >= PIPELINE_CYCLES_MAX) return;
     this.cycleScheduled = true;
     // A microtask lets every call made in the same tick join the cycle.
     queueMicrotask(() => {
       this.cycleScheduled = false;
-      if (!this.cycleRunning) this.runCycle();
+      this.tryStartCycle();
     });
   }
 
@@ -397,41 +403,51 @@ export class DiskStore {
   }
 
   /**
-   * One group-commit cycle: allocate, write data, fdatasync, commit the index, resolve.
+   * One group-commit cycle: allocate, write data, fdatasync, commit the index, resolve. Cycles are
+   * pipelined two deep: cycle N+1 writes and fdatasyncs its data while N's index commit runs; index
+   * transactions run and resolve in cycle order, each seeing the previous one's pointers.
    *
-   * DURABILITY: (1) blocks are allocated in memory only; (2) every write's data goes to its new
-   * blocks with one writev per contiguous physical run; (3) one fdatasync(disk fd) makes all of it
-   * durable; (4) one LMDB transaction switches/removes the pointers and updates object versions,
-   * and its promise resolves after LMDB's synced commit; (5) only then are ops resolved and the
-   * replaced blocks queued for freeing. Crash after (2) or (3): the new blocks are unreferenced,
-   * open() sees them free, the old pointers are intact. Crash during (4): LMDB keeps the previous
-   * committed transaction (its meta pages are the commit point), so again all-old. After (4): all
-   * new. Nothing is acknowledged before (4) completes.
+   * DURABILITY: (1) blocks are allocated in memory only (never blocks the committed index or an
+   * earlier in-flight cycle references); (2) every write's data goes to its new blocks, one writev
+   * per contiguous physical run; (3) one fdatasync(disk fd) makes all of it durable; (4) one LMDB
+   * transaction switches/removes the pointers and updates object versions, and its promise
+   * resolves after LMDB's synced commit; (5) only then are ops resolved and the replaced blocks
+   * queued for freeing. Crash after (2) or (3): the new blocks are unreferenced, open() sees them
+   * free, the old pointers are intact. Crash during (4): LMDB keeps the previous committed
+   * transaction (its meta page is the commit point), so again all-old. After (4): all new.
+   * Nothing is acknowledged before (4) completes.
    */
-  private runCycle(): void {
-    assert(!this.cycleRunning, 'one cycle at a time');
+  private tryStartCycle(): void {
+    if (this.failed !== null || this.dataStageBusy || this.activeCycles.size >= PIPELINE_CYCLES_MAX || this.queue.length === 0) return;
     const ops = this.takeBatch();
-    if (ops.length === 0) {
-      this.notifyIdle();
-      return;
-    }
-    this.cycleRunning = true;
+    assert(ops.length > 0);
+    const seq = this.cyclesStarted++;
+    this.dataStageBusy = true;
+    this.activeCycles.add(ops);
     const live = this.allocateCycle(ops);
     this.writeCycleData(live, (err, writesFailed) => {
-      if (err !== null) {
-        this.fail(err, live);
+      this.dataStageBusy = false;
+      if (this.failed !== null || err !== null) {
+        this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
       }
       const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim');
       if (writesFailed !== null) this.rejectWrites(live, writesFailed);
       if (toCommit.length === 0) {
-        this.finishCycle();
+        this.cyclesCommitted++; // nothing to commit; keeps the commit-order check simple
+        this.endCycle(ops);
         return;
       }
       this.db.root.transaction(() => this.applyToIndex(toCommit)).then(
-        (frees) => this.afterCommit(toCommit, frees),
-        (commitErr: unknown) => this.fail(storeError(commitErr, `committing the index of ${this.path}`), toCommit),
+        (frees) => {
+          assert.equal(seq, this.cyclesCommitted, 'index transactions commit in cycle order');
+          this.cyclesCommitted++;
+          this.afterCommit(toCommit, frees);
+          this.endCycle(ops);
+        },
+        (commitErr: unknown) => this.fail(storeError(commitErr, `committing the index of ${this.path}`), ops),
       );
+      this.tryStartCycle(); // overlap the next cycle's data stage with this commit
     });
   }
 
@@ -537,6 +553,11 @@ export class DiskStore {
   }
 
   private afterCommit(ops: Op[], frees: number[]): void {
+    if (this.failed !== null) {
+      // An earlier cycle failed: the allocator is not trusted any more; report the failure.
+      for (const op of ops) op.reject(this.failed);
+      return;
+    }
     // Make reads look up in the new snapshot before they are tagged with the new generation.
     this.db.root.resetReadTxn();
     this.generation++;
@@ -548,13 +569,12 @@ export class DiskStore {
       if (op.kind === 'repair' && op.applied) this.counters.corruptBlocksRepaired++;
       op.resolve(op.applied);
     }
-    this.finishCycle();
   }
 
-  private finishCycle(): void {
-    this.cycleRunning = false;
-    if (this.queue.length > 0) this.runCycle();
-    else this.notifyIdle();
+  private endCycle(ops: Op[]): void {
+    assert(this.activeCycles.delete(ops), 'ending a cycle that is active');
+    this.tryStartCycle();
+    this.notifyIdle();
   }
 
   private rejectWrites(ops: Op[], err: StorpoolError): void {
@@ -575,16 +595,17 @@ export class DiskStore {
    * stops (the allocator cannot be trusted) and every op fails; reopening rebuilds from the index.
    */
   private fail(err: StorpoolError, ops: Op[]): void {
-    this.failed = new StorpoolError(err.code, `disk ${this.path} failed and must be reopened: ${err.message}`, { cause: err });
-    this.log.error({ err, path: this.path }, 'disk store failed; reopen required');
-    for (const op of ops) op.reject(err);
+    if (this.failed === null) {
+      this.failed = new StorpoolError(err.code, `disk ${this.path} failed and must be reopened: ${err.message}`, { cause: err });
+      this.log.error({ err, path: this.path }, 'disk store failed; reopen required');
+    }
+    for (const op of ops) op.reject(err); // no-op for ops already settled
     for (const op of this.queue.splice(0)) op.reject(this.failed);
-    this.cycleRunning = false;
-    this.notifyIdle();
+    this.endCycle(ops);
   }
 
   private notifyIdle(): void {
-    if (this.cycleRunning || this.queue.length > 0 || this.readsInFlight > 0) return;
+    if (this.activeCycles.size > 0 || this.queue.length > 0 || this.readsInFlight > 0) return;
     for (const w of this.idleWaiters.splice(0)) w();
   }
 

@@ -44,3 +44,10 @@ assert(SUPERBLOCK_OFFSETS[1] + SUPERBLOCK_BYTES <= DATA_OFFSET_BYTES);
 assert(DATA_OFFSET_BYTES % BLOCK_BYTES === 0);
 assert(CYCLE_BYTES_MAX >= OBJECT_BYTES, 'a whole-object write must fit one cycle');
 assert(CYCLE_BYTES_MAX % BLOCK_BYTES === 0);
+
+/**
+ * Group-commit cycles in flight at once: one in its data stage (writev + fdatasync of the disk)
+ * while the previous one's LMDB commit runs. Two overlaps the two fsync-bound stages; more would
+ * only queue behind LMDB's single writer.
+ */
+export const PIPELINE_CYCLES_MAX = 2;
