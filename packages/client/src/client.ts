@@ -35,7 +35,16 @@ export interface ClientOptions {
 }
 
 export interface VolumeSpec {
+  /** Data id of this volume's (or snapshot's) own objects: unique in the cluster, never reused. */
   volumeId: number;
+  /**
+   * Objects hash to shards by (placementId, objectIndex). A whole lineage (a volume, its
+   * snapshots and their clones) shares one placementId, so an object and its ancestors' copies
+   * live on the same disks and copy-on-write reads fall through locally. Default: volumeId.
+   */
+  placementId?: number;
+  /** Data ids of the ancestor snapshots, nearest first: reads of blocks this volume never wrote fall through to them. */
+  parents?: number[];
   sizeBytes: number;
   /** Shard group id (the volume's placement policy). */
   group: number;

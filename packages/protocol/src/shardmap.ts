@@ -31,7 +31,12 @@ export interface ShardGroup {
   id: number;
   name: string;
   replication: number;
-  placementGroup: string;
+  /** Placement group of the first replica (the primary), as StorPool templates' placeHead. */
+  placeHead: string;
+  /** Placement group of the middle replicas. */
+  placeAll: string;
+  /** Placement group of the last replica (replication >= 2). */
+  placeTail: string;
   /** shards[i] = disk ids holding shard i, primary first. */
   shards: number[][];
 }
@@ -59,7 +64,9 @@ const groupSchema = z.object({
   id: z.number().int().min(0).max(0xffff),
   name: z.string().min(1).max(128),
   replication: z.number().int().min(1).max(REPLICATION_MAX),
-  placementGroup: z.string().min(1).max(128),
+  placeHead: z.string().min(1).max(128),
+  placeAll: z.string().min(1).max(128),
+  placeTail: z.string().min(1).max(128),
   shards: z.array(z.array(z.number().int().min(1))).min(1).max(1 << 20),
 });
 
@@ -121,12 +128,19 @@ export function shardOf(volumeId: number, objectIndex: number, shardCount: numbe
   return hash3(low ^ fmix32(high), objectIndex, 0x5bd1e995) % shardCount;
 }
 
+/** The placement group each replica slot draws from: head, then all, ..., then tail. */
+export function slotPlacementGroups(replication: number, roles: { placeHead: string; placeAll: string; placeTail: string }): string[] {
+  if (replication === 1) return [roles.placeHead];
+  return [roles.placeHead, ...Array<string>(replication - 2).fill(roles.placeAll), roles.placeTail];
+}
+
 /**
- * Replica order for one shard: disks sorted by rendezvous score weight / -ln(u), u a hash of
- * (group, shard, disk) in (0,1); then taken greedily, skipping a disk whose server or fault set
- * already holds a replica. Returns fewer than `replication` disks when the domains run out.
+ * Replica order for one shard by rendezvous hashing: every disk gets a score
+ * weight / -ln(u), u a hash of (group, shard, disk) in (0,1); each replica slot takes the
+ * best-scored disk of its placement group whose server and fault set hold no replica yet.
+ * Returns fewer disks than slots when the domains run out.
  */
-export function placeReplicas(groupId: number, shard: number, disks: readonly DiskEntry[], replication: number): number[] {
+export function placeReplicas(groupId: number, shard: number, disks: readonly DiskEntry[], slots: readonly string[]): number[] {
   const scored = disks.map((d) => {
     const u = (hash3(groupId, shard, d.id) + 0.5) / 0x1_0000_0000;
     return { d, score: d.weight / -Math.log(u) };
@@ -135,13 +149,12 @@ export function placeReplicas(groupId: number, shard: number, disks: readonly Di
   const out: number[] = [];
   const servers = new Set<number>();
   const faultSets = new Set<string>();
-  for (const { d } of scored) {
-    if (out.length === replication) break;
-    if (servers.has(d.serverId)) continue;
-    if (d.faultSet !== '' && faultSets.has(d.faultSet)) continue;
-    out.push(d.id);
-    servers.add(d.serverId);
-    if (d.faultSet !== '') faultSets.add(d.faultSet);
+  for (const placementGroup of slots) {
+    const pick = scored.find(({ d }) => d.placementGroups.includes(placementGroup) && !servers.has(d.serverId) && !(d.faultSet !== '' && faultSets.has(d.faultSet)) && !out.includes(d.id));
+    if (pick === undefined) break;
+    out.push(pick.d.id);
+    servers.add(pick.d.serverId);
+    if (pick.d.faultSet !== '') faultSets.add(pick.d.faultSet);
   }
   return out;
 }
@@ -150,26 +163,31 @@ export interface ShardGroupSpec {
   id: number;
   name: string;
   replication: number;
-  placementGroup: string;
+  placeAll: string;
+  /** Default: placeAll. */
+  placeHead?: string;
+  /** Default: placeAll. */
+  placeTail?: string;
   shardCount?: number;
 }
 
-/** Places every shard of a group over the disks of its placement group. */
+/** Places every shard of a group over the disks of its placement groups. */
 export function buildShardGroup(spec: ShardGroupSpec, disks: readonly DiskEntry[]): ShardGroup {
-  const members = disks.filter((d) => d.placementGroups.includes(spec.placementGroup));
+  const roles = { placeHead: spec.placeHead ?? spec.placeAll, placeAll: spec.placeAll, placeTail: spec.placeTail ?? spec.placeAll };
+  const slots = slotPlacementGroups(spec.replication, roles);
   const shardCount = spec.shardCount ?? SHARDS_PER_GROUP_DEFAULT;
   const shards: number[][] = [];
   for (let s = 0; s < shardCount; s++) {
-    const replicas = placeReplicas(spec.id, s, members, spec.replication);
+    const replicas = placeReplicas(spec.id, s, disks, slots);
     if (replicas.length < spec.replication) {
       throw new StorpoolError(
         'MAP_ERR_INVALID',
-        `placement group ${spec.placementGroup} has ${replicas.length} disks in distinct servers and fault sets, replication ${spec.replication} needs ${spec.replication}: add disks or lower the replication`,
+        `placement groups ${[...new Set(slots)].join(', ')} have too few disks in distinct servers and fault sets for replication ${spec.replication}: add disks or lower the replication`,
       );
     }
     shards.push(replicas);
   }
-  return { id: spec.id, name: spec.name, replication: spec.replication, placementGroup: spec.placementGroup, shards };
+  return { id: spec.id, name: spec.name, replication: spec.replication, ...roles, shards };
 }
 
 /** Read-only lookups over a validated map. */

@@ -9,7 +9,7 @@ function disk(id: number, serverId: number, faultSet = '', weight = 1): DiskEntr
 describe('placement', () => {
   it('never puts two replicas on one server or fault set', () => {
     const disks = [disk(1, 1, 'r1'), disk(2, 1, 'r1'), disk(3, 2, 'r1'), disk(4, 3, 'r2'), disk(5, 4, 'r2'), disk(6, 5, 'r3'), disk(7, 6, 'r3')];
-    const group = buildShardGroup({ id: 1, name: 'g', replication: 3, placementGroup: 'default', shardCount: 512 }, disks);
+    const group = buildShardGroup({ id: 1, name: 'g', replication: 3, placeAll: 'default', shardCount: 512 }, disks);
     const byId = new Map(disks.map((d) => [d.id, d]));
     for (const replicas of group.shards) {
       expect(replicas).toHaveLength(3);
@@ -20,7 +20,7 @@ describe('placement', () => {
 
   it('spreads primaries evenly and in proportion to weight', () => {
     const disks = [disk(1, 1), disk(2, 2), disk(3, 3), disk(4, 4, '', 2)];
-    const group = buildShardGroup({ id: 1, name: 'g', replication: 1, placementGroup: 'default', shardCount: 10000 }, disks);
+    const group = buildShardGroup({ id: 1, name: 'g', replication: 1, placeAll: 'default', shardCount: 10000 }, disks);
     const count = new Map<number, number>();
     for (const [p] of group.shards) count.set(p!, (count.get(p!) ?? 0) + 1);
     for (const id of [1, 2, 3]) expect(count.get(id)! / 10000).toBeCloseTo(0.2, 1);
@@ -29,8 +29,8 @@ describe('placement', () => {
 
   it('adding a disk moves only about 1/n of the replicas', () => {
     const disks = Array.from({ length: 9 }, (_, i) => disk(i + 1, i + 1));
-    const before = buildShardGroup({ id: 3, name: 'g', replication: 3, placementGroup: 'default', shardCount: 4096 }, disks);
-    const after = buildShardGroup({ id: 3, name: 'g', replication: 3, placementGroup: 'default', shardCount: 4096 }, [...disks, disk(10, 10)]);
+    const before = buildShardGroup({ id: 3, name: 'g', replication: 3, placeAll: 'default', shardCount: 4096 }, disks);
+    const after = buildShardGroup({ id: 3, name: 'g', replication: 3, placeAll: 'default', shardCount: 4096 }, [...disks, disk(10, 10)]);
     let moved = 0;
     before.shards.forEach((replicas, s) => {
       const next = new Set(after.shards[s]);
@@ -42,8 +42,19 @@ describe('placement', () => {
   });
 
   it('refuses a replication the fault domains cannot satisfy, with what to do', () => {
-    expect(() => buildShardGroup({ id: 1, name: 'g', replication: 3, placementGroup: 'default', shardCount: 4 }, [disk(1, 1), disk(2, 1), disk(3, 2)])).toThrow(/add disks or lower the replication/);
-    expect(placeReplicas(1, 0, [disk(1, 1), disk(2, 1)], 2)).toHaveLength(1);
+    expect(() => buildShardGroup({ id: 1, name: 'g', replication: 3, placeAll: 'default', shardCount: 4 }, [disk(1, 1), disk(2, 1), disk(3, 2)])).toThrow(/add disks or lower the replication/);
+    expect(placeReplicas(1, 0, [disk(1, 1), disk(2, 1)], ['default', 'default'])).toHaveLength(1);
+  });
+
+  it('draws head, middle and tail replicas from their own placement groups', () => {
+    const ssd = [1, 2, 3].map((i) => ({ ...disk(i, i), placementGroups: ['ssd'] }));
+    const hdd = [4, 5, 6].map((i) => ({ ...disk(i, i), placementGroups: ['hdd'] }));
+    const group = buildShardGroup({ id: 2, name: 'hybrid', replication: 3, placeHead: 'ssd', placeAll: 'hdd', placeTail: 'hdd', shardCount: 64 }, [...ssd, ...hdd]);
+    for (const [head, mid, tail] of group.shards) {
+      expect(head).toBeLessThanOrEqual(3);
+      expect(mid).toBeGreaterThanOrEqual(4);
+      expect(tail).toBeGreaterThanOrEqual(4);
+    }
   });
 
   it('hashes objects of a volume over all shards', () => {
@@ -56,7 +67,7 @@ describe('placement', () => {
 
 describe('shard map validation', () => {
   const disks = [disk(1, 1), disk(2, 2), disk(3, 3)];
-  const good = { clusterId: '7b0a1f4e-3c2d-4e5f-8a9b-0c1d2e3f4a5b', epoch: 1, disks, groups: [buildShardGroup({ id: 1, name: 'g', replication: 3, placementGroup: 'default', shardCount: 8 }, disks)] };
+  const good = { clusterId: '7b0a1f4e-3c2d-4e5f-8a9b-0c1d2e3f4a5b', epoch: 1, disks, groups: [buildShardGroup({ id: 1, name: 'g', replication: 3, placeAll: 'default', shardCount: 8 }, disks)] };
 
   it('accepts a good map and routes objects to it', () => {
     const router = new ShardRouter(parseShardMap(JSON.parse(JSON.stringify(good))));

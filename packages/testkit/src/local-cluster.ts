@@ -78,7 +78,7 @@ export class LocalCluster {
       disks.push({ id: i, serverId: i, faultSet: '', address: { host: '127.0.0.1', port: await freePort() }, weight: 1, placementGroups: ['default'] });
     }
     const groups = (options.replications ?? [3]).map((r, i) =>
-      buildShardGroup({ id: i + 1, name: `r${r}`, replication: r, placementGroup: 'default', shardCount: options.shardCount ?? 256 }, disks),
+      buildShardGroup({ id: i + 1, name: `r${r}`, replication: r, placeAll: 'default', shardCount: options.shardCount ?? 256 }, disks),
     );
     const cluster = new LocalCluster(dir, options.dir === undefined, clusterId, { clusterId, epoch: 1, disks, groups }, options);
     try {
