@@ -9,8 +9,11 @@ import { ConnectionPool, ShardMapView, type ShardMapSource, type WireRequest } f
 import {
   OBJECT_BYTES,
   Op,
+  PARENTS_MAX,
   PeerRole,
   RequestFlag,
+  encodeParents,
+  opTakesParents,
   VOLUME_BYTES_MAX,
   chunkCrcs,
   decodeObjectList,
@@ -67,6 +70,7 @@ export class StorpoolClient {
   readonly #pool: ConnectionPool;
   readonly #requestTimeoutMs: number;
   readonly #retryDeadlineMs: number;
+  readonly #purgeTimeoutMs: number;
   readonly log: Logger;
   #closed = false;
 
@@ -75,6 +79,7 @@ export class StorpoolClient {
     this.log = options.log ?? pino({ level: 'silent' });
     this.#requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
     this.#retryDeadlineMs = options.retryDeadlineMs ?? 60_000;
+    this.#purgeTimeoutMs = Math.max(this.#requestTimeoutMs, 120_000);
     this.#pool = new ConnectionPool({ view, clusterId: view.router.map.clusterId, role: PeerRole.CLIENT, senderId: options.clientId, log: this.log });
   }
 
@@ -90,14 +95,22 @@ export class StorpoolClient {
     if (!Number.isSafeInteger(spec.volumeId) || spec.volumeId < 1) throw new StorpoolError('CONFIG_ERR_INVALID', `volume id ${spec.volumeId} must be a positive integer`);
     if (!Number.isSafeInteger(spec.sizeBytes) || spec.sizeBytes < 0 || spec.sizeBytes > VOLUME_BYTES_MAX) throw new StorpoolError('CONFIG_ERR_INVALID', `volume size ${spec.sizeBytes} is out of range`);
     if (this.router.group(spec.group) === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${spec.group} is not in the shard map`);
+    const parents = spec.parents ?? [];
+    if (parents.length > PARENTS_MAX) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${spec.volumeId} has ${parents.length} ancestors; at most ${PARENTS_MAX} are supported`);
+    for (const p of [spec.placementId ?? spec.volumeId, ...parents]) {
+      if (!Number.isSafeInteger(p) || p < 1) throw new StorpoolError('CONFIG_ERR_INVALID', `data id ${p} must be a positive integer`);
+    }
     return new Volume(this, spec);
   }
 
   /**
-   * Sends one request to the current primary of (group, volume, object), retrying transient
-   * failures: a stale or moved map refreshes it, a lost connection reconnects, until the deadline.
+   * Sends one request to the current primary of (volume, object), retrying transient failures:
+   * a stale or moved map refreshes it, a lost connection reconnects, until the deadline.
    */
-  async toPrimary(group: number, volumeId: number, objectIndex: number, fill: Omit<WireRequest, 'epoch' | 'shard' | 'group' | 'volumeId' | 'objectIndex' | 'version'>, payload: readonly Uint8Array[], check?: (reply: ReplyFrame) => void): Promise<ReplyFrame> {
+  async toPrimary(target: ObjectTarget, objectIndex: number, fill: Pick<WireRequest, 'op' | 'flags' | 'offset' | 'length'>, payload: readonly Uint8Array[], check?: (reply: ReplyFrame) => void): Promise<ReplyFrame> {
+    const { group, volumeId, placementId, parents } = target;
+    const withParents = target.parentBytes.length > 0 && opTakesParents(fill.op) ? [...payload, target.parentBytes] : payload;
+    const parentCount = withParents === payload ? 0 : parents.length;
     const deadline = Date.now() + this.#retryDeadlineMs;
     let backoff = RETRY_BACKOFF_MS_MIN;
     for (let attempt = 0; ; attempt++) {
@@ -105,9 +118,9 @@ export class StorpoolClient {
       const router = this.#view.router;
       this.counters.requests++;
       try {
-        const { shard, replicas } = router.locate(group, volumeId, objectIndex);
+        const { shard, replicas } = router.locate(group, placementId, objectIndex);
         const conn = await this.#pool.get(replicas[0]!);
-        const reply = await conn.request({ ...fill, epoch: router.epoch, group, volumeId, objectIndex, version: 0, shard }, payload, this.#requestTimeoutMs);
+        const reply = await conn.request({ ...fill, epoch: router.epoch, group, parentCount, volumeId, objectIndex, version: 0, placementId, shard }, withParents, this.#requestTimeoutMs);
         check?.(reply);
         return reply;
       } catch (err) {
@@ -132,12 +145,15 @@ export class StorpoolClient {
     }
   }
 
-  /** One disk's own copy of an object range (no forwarding, no repair): for checks and tools. */
-  async readReplica(diskId: number, group: number, volumeId: number, objectIndex: number, offset: number, length: number): Promise<{ data: Buffer; version: number }> {
+  /**
+   * One disk's own copy of an object range of a data id (no forwarding, no repair, no fall-through
+   * to parents): for checks and tools. placementId defaults to volumeId.
+   */
+  async readReplica(diskId: number, group: number, volumeId: number, objectIndex: number, offset: number, length: number, placementId = volumeId): Promise<{ data: Buffer; version: number }> {
     const router = this.#view.router;
-    const { shard } = router.locate(group, volumeId, objectIndex);
+    const { shard } = router.locate(group, placementId, objectIndex);
     const conn = await this.#pool.get(diskId);
-    const reply = await conn.request({ op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: router.epoch, group, volumeId, objectIndex, offset, length, version: 0, shard }, [], this.#requestTimeoutMs);
+    const reply = await conn.request({ op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: router.epoch, group, parentCount: 0, volumeId, objectIndex, offset, length, version: 0, placementId, shard }, [], this.#requestTimeoutMs);
     const { data, crcs } = splitDataPayload(reply.payload, length);
     if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `replica read from disk ${diskId}: CRC mismatch`);
     return { data, version: reply.header.version };
@@ -145,14 +161,50 @@ export class StorpoolClient {
 
   async listObjects(diskId: number, after?: { volumeId: number; objectIndex: number }, limit = 4096): Promise<ObjectListEntry[]> {
     const conn = await this.#pool.get(diskId);
-    const reply = await conn.request({ op: Op.OBJECT_LIST, flags: 0, epoch: this.#view.router.epoch, group: 0, volumeId: after?.volumeId ?? 0, objectIndex: after?.objectIndex ?? 0, offset: 0, length: limit, version: 0, shard: 0 }, [], this.#requestTimeoutMs);
+    const reply = await conn.request(diskRequest(Op.OBJECT_LIST, this.#view.router.epoch, { volumeId: after?.volumeId ?? 0, objectIndex: after?.objectIndex ?? 0, length: limit }), [], this.#requestTimeoutMs);
     return decodeObjectList(reply.payload);
   }
 
   async diskStats(diskId: number): Promise<Record<string, unknown>> {
     const conn = await this.#pool.get(diskId);
-    const reply = await conn.request({ op: Op.STATS, flags: 0, epoch: this.#view.router.epoch, group: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, shard: 0 }, [], this.#requestTimeoutMs);
+    const reply = await conn.request(diskRequest(Op.STATS, this.#view.router.epoch, {}), [], this.#requestTimeoutMs);
     return JSON.parse(reply.payload.toString('utf8')) as Record<string, unknown>;
+  }
+
+  /**
+   * Deletes every object of a data id (a deleted volume or snapshot) on every disk of the map.
+   * Resolves with the number of objects released; durable on every disk when it resolves.
+   * Retries disks that are unreachable until the deadline.
+   */
+  async purge(volumeId: number): Promise<number> {
+    if (!Number.isSafeInteger(volumeId) || volumeId < 1) throw new StorpoolError('CONFIG_ERR_INVALID', `data id ${volumeId} must be a positive integer`);
+    const counts = await Promise.all(
+      this.#view.router.map.disks.map((d) =>
+        this.#withRetry(`purge of ${volumeId} on disk ${d.id}`, async () => {
+          const conn = await this.#pool.get(d.id);
+          const reply = await conn.request(diskRequest(Op.PURGE, this.#view.router.epoch, { volumeId }), [], this.#purgeTimeoutMs);
+          return reply.header.version;
+        }),
+      ),
+    );
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  async #withRetry<T>(what: string, attempt: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.#retryDeadlineMs;
+    let backoff = RETRY_BACKOFF_MS_MIN;
+    for (;;) {
+      try {
+        return await attempt();
+      } catch (err) {
+        const e = toStorpoolError(err);
+        if (!e.transient || this.#closed) throw e;
+        if (Date.now() + backoff > deadline) throw new StorpoolError('CLIENT_ERR_TIMEOUT', `${what}: gave up after ${this.#retryDeadlineMs} ms; last error ${e.code}: ${e.message}`, { cause: e });
+        this.counters.retries++;
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, RETRY_BACKOFF_MS_MAX);
+      }
+    }
   }
 
   refreshMap(): Promise<ShardRouter> {
@@ -163,6 +215,20 @@ export class StorpoolClient {
     this.#closed = true;
     this.#pool.close();
   }
+}
+
+/** Where a volume's objects are: its data id, lineage, ancestors and shard group. */
+export interface ObjectTarget {
+  group: number;
+  volumeId: number;
+  placementId: number;
+  parents: readonly number[];
+  /** The parents as they travel on the wire (encoded once per volume). */
+  parentBytes: Buffer;
+}
+
+function diskRequest(op: (typeof Op)[keyof typeof Op], epoch: number, fill: Partial<WireRequest>): WireRequest {
+  return { op, flags: 0, epoch, group: 0, parentCount: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, placementId: 0, shard: 0, ...fill };
 }
 
 interface Piece {
@@ -193,10 +259,13 @@ export function splitByObject(offset: number, length: number): Piece[] {
 export class Volume {
   readonly spec: VolumeSpec;
   readonly #client: StorpoolClient;
+  readonly #target: ObjectTarget;
 
   constructor(client: StorpoolClient, spec: VolumeSpec) {
     this.#client = client;
     this.spec = spec;
+    const parents = spec.parents ?? [];
+    this.#target = { group: spec.group, volumeId: spec.volumeId, placementId: spec.placementId ?? spec.volumeId, parents, parentBytes: encodeParents(parents) };
   }
 
   get sizeBytes(): number {
@@ -215,7 +284,7 @@ export class Volume {
     const out = Buffer.allocUnsafe(length);
     await Promise.all(
       splitByObject(offset, length).map(async (p) => {
-        const reply = await this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op: Op.READ, flags: 0, offset: p.offset, length: p.length }, [], (r) => {
+        const reply = await this.#client.toPrimary(this.#target, p.objectIndex, { op: Op.READ, flags: 0, offset: p.offset, length: p.length }, [], (r) => {
           const { data, crcs } = splitDataPayload(r.payload, p.length);
           if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `read of volume ${this.spec.volumeId} object ${p.objectIndex}: data does not match its CRC32C`);
         });
@@ -232,7 +301,7 @@ export class Volume {
       splitByObject(offset, data.length).map((p) => {
         const slice = buf.subarray(p.at, p.at + p.length);
         // CRCs are computed once, here, and checked by the primary, every replica and every read.
-        return this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op: Op.WRITE, flags: 0, offset: p.offset, length: p.length }, [slice, encodeCrcs(chunkCrcs(slice))]);
+        return this.#client.toPrimary(this.#target, p.objectIndex, { op: Op.WRITE, flags: 0, offset: p.offset, length: p.length }, [slice, encodeCrcs(chunkCrcs(slice))]);
       }),
     );
   }
@@ -249,12 +318,15 @@ export class Volume {
   /** Writes are durable when acknowledged; flush only waits for nothing to be in flight from us. */
   async flush(): Promise<void> {}
 
-  /** One byte per 4 KiB block of [offset, offset+length), block-aligned: 1 = allocated, 0 = hole. */
+  /**
+   * One byte per 4 KiB block of the block-aligned range around [offset, offset+length) within each
+   * object: BLOCK_DATA, BLOCK_ZERO (reads as zeros) or BLOCK_HOLE (never written in the chain).
+   */
   async allocation(offset: number, length: number): Promise<Uint8Array> {
     this.#check(offset, length, false);
     const parts = await Promise.all(
       splitByObject(offset, length).map(async (p) => {
-        const reply = await this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op: Op.BLOCK_STATUS, flags: 0, offset: p.offset, length: p.length }, []);
+        const reply = await this.#client.toPrimary(this.#target, p.objectIndex, { op: Op.BLOCK_STATUS, flags: 0, offset: p.offset, length: p.length }, []);
         return reply.payload;
       }),
     );
@@ -263,7 +335,7 @@ export class Volume {
 
   async #rangeOp(op: typeof Op.TRIM | typeof Op.WRITE_ZEROES, offset: number, length: number): Promise<void> {
     this.#check(offset, length, true);
-    await Promise.all(splitByObject(offset, length).map((p) => this.#client.toPrimary(this.spec.group, this.spec.volumeId, p.objectIndex, { op, flags: 0, offset: p.offset, length: p.length }, [])));
+    await Promise.all(splitByObject(offset, length).map((p) => this.#client.toPrimary(this.#target, p.objectIndex, { op, flags: 0, offset: p.offset, length: p.length }, [])));
   }
 }
 

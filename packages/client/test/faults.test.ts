@@ -179,9 +179,9 @@ describe('fault injection', () => {
     await volume.write(0, pattern(5, 65536));
     const { port } = cluster.servers.get(1)!;
     const rnd = new SeededRandom();
-    const hello = encodeRequest({ op: Op.HELLO, flags: 0, requestId: 1, epoch: 0, group: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, shard: 0 }, [encodeHelloRequest({ protocolVersion: PROTOCOL_VERSION, role: PeerRole.CLIENT, senderId: 9, clusterId: cluster.clusterId })]);
+    const hello = encodeRequest({ op: Op.HELLO, flags: 0, requestId: 1, epoch: 0, group: 0, parentCount: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, placementId: 0, shard: 0 }, [encodeHelloRequest({ protocolVersion: PROTOCOL_VERSION, role: PeerRole.CLIENT, senderId: 9, clusterId: cluster.clusterId })]);
     const data = pattern(1, 8192);
-    const valid = encodeRequest({ op: Op.WRITE, flags: 0, requestId: 2, epoch: 1, group: 1, volumeId: 5, objectIndex: 3, offset: 0, length: 8192, version: 0, shard: client.router.locate(1, 5, 3).shard }, [data, encodeCrcs(chunkCrcs(data))]);
+    const valid = encodeRequest({ op: Op.WRITE, flags: 0, requestId: 2, epoch: 1, group: 1, parentCount: 0, volumeId: 5, objectIndex: 3, offset: 0, length: 8192, version: 0, placementId: 5, shard: client.router.locate(1, 5, 3).shard }, [data, encodeCrcs(chunkCrcs(data))]);
 
     const session = (bytes: Buffer[]): Promise<void> =>
       new Promise((resolve) => {
@@ -204,7 +204,7 @@ describe('fault injection', () => {
         else {
           const m = Buffer.from(valid);
           for (let k = rnd.int(1, 4); k > 0; k--) {
-            const at = rnd.int(0, 63);
+            const at = rnd.int(0, 71);
             m[at] = m[at]! ^ rnd.int(1, 255);
           }
           batch.push(session(kind === 2 ? [hello, m] : [m]));

@@ -87,7 +87,7 @@ export class WireConnection {
     const conn = new WireConnection(socket, address);
     try {
       const reply = await conn.request(
-        { op: Op.HELLO, flags: 0, epoch: 0, group: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, shard: 0 },
+        { op: Op.HELLO, flags: 0, epoch: 0, group: 0, parentCount: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, placementId: 0, shard: 0 },
         [encodeHelloRequest({ protocolVersion: PROTOCOL_VERSION, role: options.role, senderId: options.senderId, clusterId: options.clusterId })],
         timeoutMs,
       );

@@ -10,7 +10,7 @@ import { CRC_BYTES, FRAME_PAYLOAD_BYTES_MAX, OBJECT_BYTES } from './limits.js';
 
 export const REQUEST_MAGIC = 0x51525053; // "SPRQ" little-endian
 export const REPLY_MAGIC = 0x53525053; // "SPRS" little-endian
-export const REQUEST_HEADER_BYTES = 64;
+export const REQUEST_HEADER_BYTES = 72;
 export const REPLY_HEADER_BYTES = 32;
 
 export const Op = {
@@ -31,6 +31,8 @@ export const Op = {
   REPLICA_READ: 22,
   /** Recovery: list objects (with versions) this disk holds. */
   OBJECT_LIST: 30,
+  /** Deletes every object of a data id (a deleted volume or snapshot) on this disk. */
+  PURGE: 31,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_CODES: ReadonlySet<number> = new Set(Object.values(Op));
@@ -38,6 +40,11 @@ const OP_CODES: ReadonlySet<number> = new Set(Object.values(Op));
 export function opName(op: number): string {
   for (const [name, code] of Object.entries(Op)) if (code === op) return name;
   return `OP_${op}`;
+}
+
+/** Ops that may carry the volume's ancestor chain. */
+export function opTakesParents(op: number): boolean {
+  return op === Op.READ || op === Op.WRITE || op === Op.TRIM || op === Op.WRITE_ZEROES || op === Op.BLOCK_STATUS;
 }
 
 /** Ops whose request payload is data followed by per-4 KiB CRCs. */
@@ -55,6 +62,9 @@ export interface RequestHeader {
   epoch: number;
   /** Shard group (placement policy) the volume belongs to. */
   group: number;
+  /** Ancestor data ids carried after the data (u64 each): reads fall through them, nearest first. */
+  parentCount: number;
+  /** Data id of the volume or snapshot whose objects this op addresses. */
   volumeId: number;
   objectIndex: number;
   /** Byte offset within the object. */
@@ -63,6 +73,8 @@ export interface RequestHeader {
   length: number;
   /** Object version assigned by the primary (replica ops), else 0. */
   version: number;
+  /** Lineage id the object hashes to a shard by (shared by a volume, its snapshots and clones). */
+  placementId: number;
   shard: number;
 }
 
@@ -90,8 +102,14 @@ export interface ReplyFrame {
 export const RequestFlag = {
   /** READ: do not fetch a good copy from a replica on a checksum failure (report it). */
   NO_REPAIR: 1,
+  /** REPLICA_TRIM: leave zero markers (the volume has parents) instead of holes. */
+  ZERO_MARKERS: 2,
 } as const;
-const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR;
+const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR | RequestFlag.ZERO_MARKERS;
+
+/** Deepest snapshot chain a request may carry; bounds the payload and the fall-through work. */
+export const PARENTS_MAX = 256;
+export const PARENT_ID_BYTES = 8;
 
 function invalid(message: string): StorpoolError {
   return new StorpoolError('WIRE_ERR_FRAME_INVALID', message);
@@ -110,10 +128,13 @@ function readU64(b: Buffer, at: number, field: string): number {
 }
 
 /**
- * Request header, 64 bytes:
+ * Request header, 72 bytes:
  *  0 u32 magic  4 u16 op  6 u16 flags  8 u32 requestId  12 u32 payloadBytes  16 u32 epoch
- * 20 u16 group 22 u16 reserved(0)  24 u64 volumeId  32 u32 objectIndex  36 u32 offset
- * 40 u32 length  44 u32 reserved(0)  48 u64 version  56 u32 shard  60 u32 crc32c(bytes 0..59)
+ * 20 u16 group  22 u16 parentCount  24 u64 volumeId  32 u32 objectIndex  36 u32 offset
+ * 40 u32 length  44 u32 reserved(0)  48 u64 version  56 u64 placementId  64 u32 shard
+ * 68 u32 crc32c(bytes 0..67)
+ * Payload: WRITE / REPLICA_WRITE: data, one u32 CRC32C per 4 KiB chunk, then parents;
+ * READ, TRIM, WRITE_ZEROES, BLOCK_STATUS: parents (u64 each); HELLO: 32 bytes; others: none.
  */
 export function encodeRequestHeader(h: RequestHeader, b: Buffer, at = 0): void {
   b.writeUInt32LE(REQUEST_MAGIC, at);
@@ -123,26 +144,27 @@ export function encodeRequestHeader(h: RequestHeader, b: Buffer, at = 0): void {
   b.writeUInt32LE(h.payloadBytes, at + 12);
   b.writeUInt32LE(h.epoch, at + 16);
   b.writeUInt16LE(h.group, at + 20);
-  b.writeUInt16LE(0, at + 22);
+  b.writeUInt16LE(h.parentCount, at + 22);
   writeU64(b, at + 24, h.volumeId);
   b.writeUInt32LE(h.objectIndex, at + 32);
   b.writeUInt32LE(h.offset, at + 36);
   b.writeUInt32LE(h.length, at + 40);
   b.writeUInt32LE(0, at + 44);
   writeU64(b, at + 48, h.version);
-  b.writeUInt32LE(h.shard, at + 56);
-  b.writeUInt32LE(crc32c(b.subarray(at, at + 60)), at + 60);
+  writeU64(b, at + 56, h.placementId);
+  b.writeUInt32LE(h.shard, at + 64);
+  b.writeUInt32LE(crc32c(b.subarray(at, at + 68)), at + 68);
 }
 
 /** Decodes and validates a request header: every field a peer could get wrong is checked here. */
 export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
   if (b.readUInt32LE(at) !== REQUEST_MAGIC) throw invalid('bad request magic');
-  if (crc32c(b.subarray(at, at + 60)) !== b.readUInt32LE(at + 60)) throw invalid('request header CRC mismatch');
+  if (crc32c(b.subarray(at, at + 68)) !== b.readUInt32LE(at + 68)) throw invalid('request header CRC mismatch');
   const op = b.readUInt16LE(at + 4);
   if (!OP_CODES.has(op)) throw invalid(`unknown op ${op}`);
   const flags = b.readUInt16LE(at + 6);
   if ((flags & ~REQUEST_FLAGS_KNOWN) !== 0) throw invalid(`unknown request flags 0x${flags.toString(16)}`);
-  if (b.readUInt16LE(at + 22) !== 0 || b.readUInt32LE(at + 44) !== 0) throw invalid('reserved bytes are not zero');
+  if (b.readUInt32LE(at + 44) !== 0) throw invalid('reserved bytes are not zero');
   const h: RequestHeader = {
     op: op as OpCode,
     flags,
@@ -150,19 +172,26 @@ export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
     payloadBytes: b.readUInt32LE(at + 12),
     epoch: b.readUInt32LE(at + 16),
     group: b.readUInt16LE(at + 20),
+    parentCount: b.readUInt16LE(at + 22),
     volumeId: readU64(b, at + 24, 'volumeId'),
     objectIndex: b.readUInt32LE(at + 32),
     offset: b.readUInt32LE(at + 36),
     length: b.readUInt32LE(at + 40),
     version: readU64(b, at + 48, 'version'),
-    shard: b.readUInt32LE(at + 56),
+    placementId: readU64(b, at + 56, 'placementId'),
+    shard: b.readUInt32LE(at + 64),
   };
   if (h.payloadBytes > FRAME_PAYLOAD_BYTES_MAX) throw invalid(`payload of ${h.payloadBytes} bytes exceeds ${FRAME_PAYLOAD_BYTES_MAX}`);
   if (h.offset > OBJECT_BYTES || h.length > OBJECT_BYTES - h.offset) throw invalid(`range ${h.offset}+${h.length} outside the object`);
+  if (h.parentCount > PARENTS_MAX) throw invalid(`${h.parentCount} parents exceed ${PARENTS_MAX}`);
+  if (h.parentCount > 0 && !opTakesParents(h.op)) throw invalid(`${opName(h.op)} takes no parents`);
+  const parentBytes = h.parentCount * PARENT_ID_BYTES;
   if (opCarriesData(h.op)) {
-    if (h.payloadBytes !== dataPayloadBytes(h.length)) throw invalid(`payload ${h.payloadBytes} != ${h.length} data bytes + CRCs`);
-  } else if (h.op !== Op.HELLO && h.payloadBytes !== 0) {
-    throw invalid(`${opName(h.op)} carries no payload`);
+    if (h.payloadBytes !== dataPayloadBytes(h.length) + parentBytes) throw invalid(`payload ${h.payloadBytes} != ${h.length} data bytes + CRCs + ${h.parentCount} parents`);
+  } else if (h.op === Op.HELLO) {
+    if (h.payloadBytes !== 32) throw invalid(`HELLO payload of ${h.payloadBytes} bytes`);
+  } else if (h.payloadBytes !== parentBytes) {
+    throw invalid(`${opName(h.op)} payload of ${h.payloadBytes} bytes, expected ${h.parentCount} parents`);
   }
   return h;
 }
@@ -232,10 +261,10 @@ export function encodeReply(h: Omit<ReplyHeader, 'payloadBytes'>, payload: reado
   return b;
 }
 
-/** Splits a data payload into its data and its CRCs (views, no copy). */
-export function splitDataPayload(payload: Buffer, length: number): { data: Buffer; crcs: Uint32Array } {
+/** Splits a data payload into its data and its CRCs (views, no copy); `extraBytes` may follow (parents). */
+export function splitDataPayload(payload: Buffer, length: number, extraBytes = 0): { data: Buffer; crcs: Uint32Array } {
   const n = chunkCount(length);
-  if (payload.length !== length + n * CRC_BYTES) throw invalid(`data payload of ${payload.length} bytes does not hold ${length} bytes + CRCs`);
+  if (payload.length !== length + n * CRC_BYTES + extraBytes) throw invalid(`data payload of ${payload.length} bytes does not hold ${length} bytes + CRCs`);
   const data = payload.subarray(0, length);
   return { data, crcs: readCrcs(payload, length, n) };
 }
@@ -244,6 +273,21 @@ function readCrcs(b: Buffer, at: number, n: number): Uint32Array {
   const crcs = new Uint32Array(n);
   for (let i = 0; i < n; i++) crcs[i] = b.readUInt32LE(at + i * CRC_BYTES);
   return crcs;
+}
+
+/** The ancestor data ids at the end of a request payload. */
+export function decodeParents(payload: Buffer, parentCount: number): number[] {
+  const out: number[] = [];
+  const at = payload.length - parentCount * PARENT_ID_BYTES;
+  if (at < 0) throw invalid('payload too short for its parents');
+  for (let i = 0; i < parentCount; i++) out.push(readU64(payload, at + i * PARENT_ID_BYTES, 'parent id'));
+  return out;
+}
+
+export function encodeParents(parents: readonly number[]): Buffer {
+  const b = Buffer.allocUnsafe(parents.length * PARENT_ID_BYTES);
+  parents.forEach((id, i) => writeU64(b, i * PARENT_ID_BYTES, id));
+  return b;
 }
 
 export function encodeCrcs(crcs: Uint32Array): Buffer {

@@ -14,6 +14,12 @@ export const BLOCK_BYTES = 4096;
 export const OBJECT_BYTES = 4 * 1024 * 1024;
 export const BLOCKS_PER_OBJECT = OBJECT_BYTES / BLOCK_BYTES;
 
+/** Per-block states, as BLOCK_STATUS replies and the store report them (one byte per block). */
+export const BLOCK_HOLE = 0;
+export const BLOCK_DATA = 1;
+/** A zero marker: reads as zeros and, unlike a hole, hides the parent snapshots' data. */
+export const BLOCK_ZERO = 2;
+
 /** One u32 CRC32C per 4 KiB chunk of data. */
 export const CRC_BYTES = 4;
 

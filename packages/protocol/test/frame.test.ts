@@ -11,6 +11,7 @@ import {
   dataPayloadBytes,
   decodeRequestHeader,
   encodeCrcs,
+  encodeParents,
   encodeReply,
   encodeRequest,
   splitDataPayload,
@@ -18,13 +19,13 @@ import {
 } from '../src/index.js';
 
 const base: Omit<RequestHeader, 'payloadBytes'> = {
-  op: Op.READ, flags: 0, requestId: 7, epoch: 3, group: 2, volumeId: 0x1_0000_0005, objectIndex: 9, offset: 4096, length: 8192, version: 0, shard: 11,
+  op: Op.READ, flags: 0, requestId: 7, epoch: 3, group: 2, parentCount: 0, volumeId: 0x1_0000_0005, objectIndex: 9, offset: 4096, length: 8192, version: 0, placementId: 0x2_0000_0006, shard: 11,
 };
 
 describe('request header layout', () => {
   it('puts every field at the documented offset', () => {
     const b = encodeRequest(base);
-    expect(b.length).toBe(64);
+    expect(b.length).toBe(72);
     expect(b.subarray(0, 4).toString('latin1')).toBe('SPRQ');
     expect(b.readUInt16LE(4)).toBe(Op.READ);
     expect(b.readUInt16LE(6)).toBe(0);
@@ -40,18 +41,19 @@ describe('request header layout', () => {
     expect(b.readUInt32LE(40)).toBe(8192);
     expect(b.readUInt32LE(44)).toBe(0);
     expect(b.readBigUInt64LE(48)).toBe(0n);
-    expect(b.readUInt32LE(56)).toBe(11);
-    expect(b.readUInt32LE(60)).toBe(crc32c(b.subarray(0, 60)));
+    expect(b.readBigUInt64LE(56)).toBe(0x2_0000_0006n);
+    expect(b.readUInt32LE(64)).toBe(11);
+    expect(b.readUInt32LE(68)).toBe(crc32c(b.subarray(0, 68)));
     expect(decodeRequestHeader(b)).toEqual({ ...base, payloadBytes: 0 });
   });
 
   it('matches a pinned byte vector (layout must never drift)', () => {
     const hex = encodeRequest({ ...base, op: Op.WRITE, length: 10, offset: 0 }, [Buffer.from('0123456789'), encodeCrcs(chunkCrcs(Buffer.from('0123456789')))]).toString('hex');
-    expect(hex.slice(0, 128)).toBe(
-      '53505251' + '0b00' + '0000' + '07000000' + '0e000000' + '03000000' + '0200' + '0000' + '0500000001000000' + '09000000' + '00000000' + '0a000000' + '00000000' + '0000000000000000' + '0b000000' + hex.slice(120, 128),
+    expect(hex.slice(0, 144)).toBe(
+      '53505251' + '0b00' + '0000' + '07000000' + '0e000000' + '03000000' + '0200' + '0000' + '0500000001000000' + '09000000' + '00000000' + '0a000000' + '00000000' + '0000000000000000' + '0600000002000000' + '0b000000' + hex.slice(136, 144),
     );
-    expect(hex.slice(128, 148)).toBe(Buffer.from('0123456789').toString('hex'));
-    expect(Buffer.from(hex.slice(148), 'hex').readUInt32LE(0)).toBe(crc32c(Buffer.from('0123456789')));
+    expect(hex.slice(144, 164)).toBe(Buffer.from('0123456789').toString('hex'));
+    expect(Buffer.from(hex.slice(164), 'hex').readUInt32LE(0)).toBe(crc32c(Buffer.from('0123456789')));
   });
 
   it('rejects bad magic, header CRC, unknown op/flags, reserved bytes, oversize and mismatched payloads', () => {
@@ -59,7 +61,7 @@ describe('request header layout', () => {
     const mutate = (at: number, v: number, fixCrc = true): Buffer => {
       const b = Buffer.from(good);
       b[at] = v;
-      if (fixCrc) b.writeUInt32LE(crc32c(b.subarray(0, 60)), 60);
+      if (fixCrc) b.writeUInt32LE(crc32c(b.subarray(0, 68)), 68);
       return b;
     };
     const codeOf = (b: Buffer): string => {
@@ -75,12 +77,15 @@ describe('request header layout', () => {
     expect(codeOf(mutate(9, 1, false))).toBe('WIRE_ERR_FRAME_INVALID');
     expect(codeOf(mutate(4, 99))).toBe('WIRE_ERR_FRAME_INVALID');
     expect(codeOf(mutate(6, 0x80))).toBe('WIRE_ERR_FRAME_INVALID');
-    expect(codeOf(mutate(22, 1))).toBe('WIRE_ERR_FRAME_INVALID');
+    expect(codeOf(mutate(44, 1))).toBe('WIRE_ERR_FRAME_INVALID'); // reserved
+    expect(codeOf(mutate(22, 1))).toBe('WIRE_ERR_FRAME_INVALID'); // a parent announced, none carried
+    expect(codeOf(mutate(63, 0xff))).toBe('WIRE_ERR_FRAME_INVALID'); // placementId >= 2^53
     expect(codeOf(mutate(15, 0xff))).toBe('WIRE_ERR_FRAME_INVALID'); // payloadBytes huge
     expect(codeOf(mutate(31, 0xff))).toBe('WIRE_ERR_FRAME_INVALID'); // volumeId >= 2^53
     expect(codeOf(mutate(43, 0x10))).toBe('WIRE_ERR_FRAME_INVALID'); // length beyond the object
     expect(codeOf(mutate(12, 1))).toBe('WIRE_ERR_FRAME_INVALID'); // READ with a payload
     const write = encodeRequest({ ...base, op: Op.WRITE, length: 4096 }, [Buffer.alloc(4096), Buffer.alloc(3)]);
+    expect(codeOf(encodeRequest({ ...base, op: Op.FLUSH, length: 0, parentCount: 1 }, [encodeParents([5])]))).toBe('WIRE_ERR_FRAME_INVALID');
     expect(codeOf(write)).toBe('WIRE_ERR_FRAME_INVALID');
   });
 });
@@ -103,7 +108,7 @@ const headerArb = fc.record({
   requestId: fc.nat({ max: 0xffffffff }),
   epoch: fc.nat({ max: 0xffffffff }),
   group: fc.nat({ max: 0xffff }),
-  volumeId: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+  volumeId: fc.nat({ max: Number.MAX_SAFE_INTEGER - 8 }),
   objectIndex: fc.nat({ max: 0xffffffff }),
   offset: fc.nat({ max: 4 * 1024 * 1024 - 1 }),
   len: fc.nat({ max: 20000 }),
@@ -120,7 +125,9 @@ function frameOf(h: HeaderCase): Buffer {
     const data = Buffer.alloc(length, h.requestId & 0xff);
     payload.push(data, encodeCrcs(chunkCrcs(data)));
   }
-  return encodeRequest({ op: h.op, flags: 0, requestId: h.requestId, epoch: h.epoch, group: h.group, volumeId: h.volumeId, objectIndex: h.objectIndex, offset: h.offset, length, version: h.version, shard: h.shard }, payload);
+  const parentCount = h.op === Op.READ || h.op === Op.WRITE || h.op === Op.TRIM ? h.shard % 4 : 0;
+  payload.push(encodeParents(Array.from({ length: parentCount }, (_, i) => h.volumeId + i + 1)));
+  return encodeRequest({ op: h.op, flags: 0, requestId: h.requestId, epoch: h.epoch, group: h.group, parentCount, volumeId: h.volumeId, objectIndex: h.objectIndex, offset: h.offset, length, version: h.version, placementId: h.volumeId, shard: h.shard }, payload);
 }
 
 describe('frame decoder (fuzz)', () => {
@@ -141,7 +148,7 @@ describe('frame decoder (fuzz)', () => {
           last = p;
         }
         expect(out.length).toBe(frames.length);
-        out.forEach((payload, i) => expect(payload.equals(frames[i]!.subarray(64))).toBe(true));
+        out.forEach((payload, i) => expect(payload.equals(frames[i]!.subarray(72))).toBe(true));
         expect(decoder.bufferedBytes).toBe(0);
       }),
       { numRuns: 300 },
@@ -157,7 +164,7 @@ describe('frame decoder (fuzz)', () => {
         } catch (err) {
           expect((err as StorpoolError).code).toBe('WIRE_ERR_FRAME_INVALID');
         }
-        expect(decoder.bufferedBytes).toBeLessThanOrEqual(64 + FRAME_PAYLOAD_BYTES_MAX);
+        expect(decoder.bufferedBytes).toBeLessThanOrEqual(72 + FRAME_PAYLOAD_BYTES_MAX);
       }),
       { numRuns: 3000 },
     );
@@ -173,10 +180,10 @@ describe('frame decoder (fuzz)', () => {
         try {
           for (const f of decoder.push(frame)) expect(f.payload.length).toBe(f.header.payloadBytes);
           // A flipped header byte is always caught by the header CRC; payload bytes are the data CRCs' job.
-          expect(at).toBeGreaterThanOrEqual(64);
+          expect(at).toBeGreaterThanOrEqual(72);
         } catch (err) {
           expect((err as StorpoolError).code).toBe('WIRE_ERR_FRAME_INVALID');
-          expect(at).toBeLessThan(64);
+          expect(at).toBeLessThan(72);
         }
       }),
       { numRuns: 3000 },

@@ -12,11 +12,13 @@ import { StorpoolError } from '@storpool/errors';
 import type { ConnectionPool, ShardMapView, WireConnection } from '@storpool/net';
 import {
   BLOCK_BYTES,
-
+  BLOCK_HOLE,
+  BLOCKS_PER_OBJECT,
   Op,
+  PARENT_ID_BYTES,
   RequestFlag,
-
   chunkCrcs,
+  decodeParents,
   crc32c,
   encodeCrcs,
   encodeObjectList,
@@ -35,6 +37,7 @@ export interface ObjectStore {
   read(key: ObjectKey, firstBlock: number, blockCount: number): Promise<ReadResult>;
   write(key: ObjectKey, firstBlock: number, data: Buffer, crcs: Uint32Array, version: number): Promise<void>;
   trim(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
+  zero(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
   repair(key: ObjectKey, block: number, data: Buffer, crc: number): Promise<unknown>;
   allocation(key: ObjectKey, firstBlock: number, blockCount: number): Uint8Array;
   objectVersion(key: ObjectKey): number;
@@ -97,6 +100,8 @@ export class ShardService {
         return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters, ...this.#o.statsExtra?.() }))], version: 0 };
       case Op.OBJECT_LIST:
         return this.#objectList(h);
+      case Op.PURGE:
+        return this.#purge(h);
       case Op.READ:
       case Op.WRITE:
       case Op.TRIM:
@@ -121,7 +126,7 @@ export class ShardService {
       throw new StorpoolError('MAP_ERR_STALE_EPOCH', `request epoch ${h.epoch} < server epoch ${router.epoch}`);
     }
     const { shard, replicas } = locate(router, h);
-    if (shard !== h.shard) throw new StorpoolError('MAP_ERR_INVALID', `object ${h.volumeId}/${h.objectIndex} is in shard ${shard}, request says ${h.shard}`);
+    if (shard !== h.shard) throw new StorpoolError('MAP_ERR_INVALID', `object ${h.placementId}/${h.objectIndex} is in shard ${shard}, request says ${h.shard}`);
     if (role === 'primary' && replicas[0] !== this.#o.diskId) {
       throw new StorpoolError('MAP_ERR_NOT_PRIMARY', `disk ${this.#o.diskId} is not the primary of group ${h.group} shard ${shard} (epoch ${router.epoch})`);
     }
@@ -137,30 +142,27 @@ export class ShardService {
     if (h.length === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
     const firstBlock = Math.floor(h.offset / BLOCK_BYTES);
     const endBlock = Math.ceil((h.offset + h.length) / BLOCK_BYTES);
+    const parents = decodeParents(payload, h.parentCount);
     switch (h.op) {
       case Op.READ:
-        return this.#read(h, key, firstBlock, endBlock, replicas);
+        return this.#read(h, key, firstBlock, endBlock, replicas, parents);
       case Op.BLOCK_STATUS:
-        return { payload: [Buffer.from(this.#o.store.allocation(key, firstBlock, endBlock - firstBlock))], version: this.#o.store.objectVersion(key) };
+        return { payload: [Buffer.from(this.#allocation(key, firstBlock, endBlock - firstBlock, parents))], version: this.#o.store.objectVersion(key) };
       case Op.WRITE: {
-        const { data, crcs } = splitDataPayload(payload, h.length);
+        const { data, crcs } = splitDataPayload(payload, h.length, h.parentCount * PARENT_ID_BYTES);
         if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `write to ${h.volumeId}/${h.objectIndex}@${h.offset}: data does not match its CRC32C (corrupted in transit)`);
-        return this.#mutate(h, key, firstBlock, endBlock, replicas, data, crcs);
+        return this.#mutate(h, key, firstBlock, endBlock, replicas, parents, data, crcs);
       }
       case Op.TRIM:
       case Op.WRITE_ZEROES:
-        return this.#mutate(h, key, firstBlock, endBlock, replicas, undefined, undefined);
+        return this.#mutate(h, key, firstBlock, endBlock, replicas, parents, undefined, undefined);
       default:
         throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a primary op`);
     }
   }
 
-  async #read(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[]): Promise<OpResult> {
-    const result = await this.#o.store.read(key, firstBlock, endBlock - firstBlock);
-    if (result.bad.length > 0) {
-      if ((h.flags & RequestFlag.NO_REPAIR) !== 0) throw this.#corrupt(key, firstBlock, result.bad);
-      await this.#repairBlocks(h, key, firstBlock, result, replicas);
-    }
+  async #read(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], parents: readonly number[]): Promise<OpResult> {
+    const result = await this.#readChain(h, key, firstBlock, endBlock, replicas, parents);
     const skip = h.offset - firstBlock * BLOCK_BYTES;
     if (skip === 0 && h.length % BLOCK_BYTES === 0) {
       // Aligned: the CRCs kept on disk travel to the client unchanged (end to end).
@@ -168,6 +170,52 @@ export class ShardService {
     }
     const data = result.data.subarray(skip, skip + h.length);
     return { payload: [data, encodeCrcs(chunkCrcs(data))], version: result.version };
+  }
+
+  /**
+   * The blocks as the volume sees them: its own, and for blocks it never wrote (holes) the
+   * nearest ancestor's. A whole lineage shares a placementId, so every ancestor's copy of this
+   * object is in this same shard, on this disk: copy-on-write reads never leave the server.
+   */
+  async #readChain(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], parents: readonly number[]): Promise<ReadResult> {
+    const count = endBlock - firstBlock;
+    const result = await this.#readVerified(h, key, firstBlock, count, replicas);
+    for (const parent of parents) {
+      const holes: number[] = [];
+      for (let i = 0; i < count; i++) if (result.allocated[i] === BLOCK_HOLE) holes.push(i);
+      if (holes.length === 0) break;
+      const from = holes[0]!;
+      const upper = await this.#readVerified(h, { volumeId: parent, objectIndex: key.objectIndex }, firstBlock + from, holes[holes.length - 1]! - from + 1, replicas);
+      for (const i of holes) {
+        const state = upper.allocated[i - from]!;
+        if (state === BLOCK_HOLE) continue;
+        upper.data.copy(result.data, i * BLOCK_BYTES, (i - from) * BLOCK_BYTES, (i - from + 1) * BLOCK_BYTES);
+        result.crcs[i] = upper.crcs[i - from]!;
+        result.allocated[i] = state;
+      }
+    }
+    return result;
+  }
+
+  /** A store read whose bad blocks were replaced by good copies from replicas (or an error). */
+  async #readVerified(h: RequestHeader, key: ObjectKey, firstBlock: number, count: number, replicas: readonly number[]): Promise<ReadResult> {
+    const result = await this.#o.store.read(key, firstBlock, count);
+    if (result.bad.length > 0) {
+      if ((h.flags & RequestFlag.NO_REPAIR) !== 0) throw this.#corrupt(key, firstBlock, result.bad);
+      await this.#repairBlocks(h, key, firstBlock, result, replicas);
+    }
+    return result;
+  }
+
+  /** Per block: DATA or ZERO from the nearest of the volume and its parents that has it, else HOLE. */
+  #allocation(key: ObjectKey, firstBlock: number, count: number, parents: readonly number[]): Uint8Array {
+    const map = this.#o.store.allocation(key, firstBlock, count);
+    for (const parent of parents) {
+      if (!map.includes(BLOCK_HOLE)) break;
+      const upper = this.#o.store.allocation({ volumeId: parent, objectIndex: key.objectIndex }, firstBlock, count);
+      for (let i = 0; i < count; i++) if (map[i] === BLOCK_HOLE) map[i] = upper[i]!;
+    }
+    return map;
   }
 
   /** Replaces bad local blocks with a good copy from another replica, in place in `result`. */
@@ -180,7 +228,7 @@ export class ShardService {
         try {
           const conn = await this.#o.peers.get(peer);
           const reply = await conn.request(
-            { op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: this.epoch, group: h.group, volumeId: key.volumeId, objectIndex: key.objectIndex, offset: block * BLOCK_BYTES, length: BLOCK_BYTES, version: 0, shard: h.shard },
+            { op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: this.epoch, group: h.group, parentCount: 0, volumeId: key.volumeId, objectIndex: key.objectIndex, offset: block * BLOCK_BYTES, length: BLOCK_BYTES, version: 0, placementId: h.placementId, shard: h.shard },
             [],
             this.#o.replicaTimeoutMs,
           );
@@ -213,7 +261,7 @@ export class ShardService {
    * WRITE (data given) or TRIM/WRITE_ZEROES (data undefined). Whole blocks in the range are
    * written (or released); partial edge blocks are read, merged and written whole.
    */
-  async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
+  async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
     const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
     try {
       const version = this.#nextVersion(key);
@@ -230,7 +278,7 @@ export class ShardService {
           blocks = data;
           blockCrcs = crcs; // client's CRCs go to disk as they are: end to end
         } else {
-          blocks = await this.#merged(key, firstBlock, endBlock, start, data, h);
+          blocks = await this.#merged(h, key, firstBlock, endBlock, start, data, replicas, parents);
           blockCrcs = chunkCrcs(blocks);
         }
         writes.push(...this.#fanOutWrite(h, key, replicas, firstBlock, blocks, blockCrcs, version));
@@ -239,15 +287,16 @@ export class ShardService {
         const wholeFirst = Math.ceil(start / BLOCK_BYTES);
         const wholeEnd = Math.floor(end / BLOCK_BYTES);
         if (headPartial || (tailPartial && firstBlock === endBlock - 1)) {
-          const edge = await this.#merged(key, firstBlock, firstBlock + 1, start, Buffer.alloc(Math.min(end, (firstBlock + 1) * BLOCK_BYTES) - start), h);
+          const edge = await this.#merged(h, key, firstBlock, firstBlock + 1, start, Buffer.alloc(Math.min(end, (firstBlock + 1) * BLOCK_BYTES) - start), replicas, parents);
           writes.push(...this.#fanOutWrite(h, key, replicas, firstBlock, edge, chunkCrcs(edge), version));
         }
         if (tailPartial && endBlock - 1 > firstBlock) {
           const tailStart = (endBlock - 1) * BLOCK_BYTES;
-          const edge = await this.#merged(key, endBlock - 1, endBlock, tailStart, Buffer.alloc(end - tailStart), h);
+          const edge = await this.#merged(h, key, endBlock - 1, endBlock, tailStart, Buffer.alloc(end - tailStart), replicas, parents);
           writes.push(...this.#fanOutWrite(h, key, replicas, endBlock - 1, edge, chunkCrcs(edge), version));
         }
-        if (wholeEnd > wholeFirst) writes.push(...this.#fanOutTrim(h, key, replicas, wholeFirst, wholeEnd - wholeFirst, version));
+        // With parents, a hole would show the parent's data again: leave zero markers instead.
+        if (wholeEnd > wholeFirst) writes.push(...this.#fanOutTrim(h, key, replicas, wholeFirst, wholeEnd - wholeFirst, version, parents.length > 0));
       }
       await settleAll(writes);
       return { payload: [], version };
@@ -263,13 +312,9 @@ export class ShardService {
     return next;
   }
 
-  /** The blocks [firstBlock, endBlock) as they are now, with `data` laid over them at byte `start`. */
-  async #merged(key: ObjectKey, firstBlock: number, endBlock: number, start: number, data: Buffer, h: RequestHeader): Promise<Buffer> {
-    const current = await this.#o.store.read(key, firstBlock, endBlock - firstBlock);
-    if (current.bad.length > 0) {
-      const { replicas } = locate(this.#o.view.router, h);
-      await this.#repairBlocks(h, key, firstBlock, current, replicas);
-    }
+  /** The blocks [firstBlock, endBlock) as the volume sees them now, with `data` laid over them at byte `start`. */
+  async #merged(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, start: number, data: Buffer, replicas: readonly number[], parents: readonly number[]): Promise<Buffer> {
+    const current = await this.#readChain(h, key, firstBlock, endBlock, replicas, parents);
     const blocks = Buffer.from(current.data);
     data.copy(blocks, start - firstBlock * BLOCK_BYTES);
     return blocks;
@@ -280,16 +325,18 @@ export class ShardService {
     const crcBytes = encodeCrcs(crcs);
     for (const peer of replicas) {
       if (peer === this.#o.diskId) continue;
-      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_WRITE, flags: 0, offset: firstBlock * BLOCK_BYTES, length: blocks.length, version }, [blocks, crcBytes]));
+      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_WRITE, flags: 0, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blocks.length, version }, [blocks, crcBytes]));
     }
     return out;
   }
 
-  #fanOutTrim(h: RequestHeader, key: ObjectKey, replicas: readonly number[], firstBlock: number, blockCount: number, version: number): Promise<void>[] {
-    const out: Promise<void>[] = [this.#o.store.trim(key, firstBlock, blockCount, version)];
+  #fanOutTrim(h: RequestHeader, key: ObjectKey, replicas: readonly number[], firstBlock: number, blockCount: number, version: number, zeroMarkers: boolean): Promise<void>[] {
+    const store = this.#o.store;
+    const out: Promise<void>[] = [zeroMarkers ? store.zero(key, firstBlock, blockCount, version) : store.trim(key, firstBlock, blockCount, version)];
+    const flags = zeroMarkers ? RequestFlag.ZERO_MARKERS : 0;
     for (const peer of replicas) {
       if (peer === this.#o.diskId) continue;
-      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_TRIM, flags: 0, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version }, []));
+      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_TRIM, flags, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version }, []));
     }
     return out;
   }
@@ -325,7 +372,8 @@ export class ShardService {
         return { payload: [], version: h.version };
       }
       case Op.REPLICA_TRIM:
-        await this.#o.store.trim(key, firstBlock, blockCount, h.version);
+        if ((h.flags & RequestFlag.ZERO_MARKERS) !== 0) await this.#o.store.zero(key, firstBlock, blockCount, h.version);
+        else await this.#o.store.trim(key, firstBlock, blockCount, h.version);
         return { payload: [], version: h.version };
       case Op.REPLICA_READ: {
         const result = await this.#o.store.read(key, firstBlock, blockCount);
@@ -335,6 +383,26 @@ export class ShardService {
       default:
         throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a replica op`);
     }
+  }
+
+  /**
+   * Deletes every object of data id h.volumeId on this disk (all shards): a deleted volume or
+   * snapshot. Reply version = objects purged. Each object's release is durable before the reply.
+   */
+  async #purge(h: RequestHeader): Promise<OpResult> {
+    if (h.volumeId < 1) throw new StorpoolError('WIRE_ERR_FRAME_INVALID', 'PURGE needs a data id');
+    const store = this.#o.store;
+    let purged = 0;
+    let after: ObjectKey = { volumeId: h.volumeId - 1, objectIndex: 0xffffffff };
+    for (;;) {
+      const batch = store.listObjects({ after, limit: 256 }).filter((o) => o.key.volumeId === h.volumeId);
+      if (batch.length === 0) break;
+      await Promise.all(batch.map((o) => store.trim(o.key, 0, BLOCKS_PER_OBJECT, o.version)));
+      purged += batch.length;
+      after = batch[batch.length - 1]!.key;
+    }
+    this.#o.log.info({ volumeId: h.volumeId, objects: purged }, 'purged');
+    return { payload: [], version: purged };
   }
 
   #objectList(h: RequestHeader): OpResult {
@@ -347,7 +415,7 @@ export class ShardService {
 }
 
 function locate(router: ShardRouter, h: RequestHeader): { shard: number; replicas: readonly number[] } {
-  return router.locate(h.group, h.volumeId, h.objectIndex);
+  return router.locate(h.group, h.placementId, h.objectIndex);
 }
 
 /** Waits for every promise; then throws the first failure (so no write is left running unobserved). */

@@ -14,7 +14,7 @@
  *
  * See docs/on-disk-format.md for the layout and the crash-recovery argument.
  */
-import { BLOCK_BYTES, BLOCKS_PER_OBJECT, OBJECT_BYTES, ZERO_BLOCK_CRC, crc32c } from '@storpool/protocol';
+import { BLOCK_BYTES, BLOCK_DATA, BLOCK_ZERO, BLOCKS_PER_OBJECT, OBJECT_BYTES, ZERO_BLOCK_CRC, crc32c } from '@storpool/protocol';
 import { StorpoolError } from '@storpool/errors';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -35,7 +35,7 @@ import {
   type ObjectKey,
   type ObjectValue,
 } from './keys.js';
-import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, PIPELINE_CYCLES_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS } from './limits.js';
+import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, PIPELINE_CYCLES_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
 import { acquireDiskLock } from './lock.js';
 import { chooseSuperblock, type Superblock } from './superblock.js';
 
@@ -51,7 +51,7 @@ export interface ReadResult {
   data: Buffer;
   /** Per block: the stored CRC32C, or ZERO_BLOCK_CRC for a hole. */
   crcs: Uint32Array;
-  /** Per block: 1 when allocated. */
+  /** Per block: BLOCK_DATA, BLOCK_ZERO (a zero marker: reads as zeros, hides parents) or BLOCK_HOLE. */
   allocated: Uint8Array;
   /** Block indexes (relative to firstBlock) whose data on disk does not match its CRC32C. */
   bad: number[];
@@ -80,7 +80,7 @@ export interface StoreStats {
   noSpaceErrors: number;
 }
 
-type OpKind = 'write' | 'trim' | 'repair';
+type OpKind = 'write' | 'trim' | 'zero' | 'repair';
 
 interface Op {
   kind: OpKind;
@@ -107,9 +107,12 @@ interface PendingFree {
 
 interface Lookup {
   version: number;
+  /** Data blocks: index relative to the first block, physical block, CRC. */
   index: number[];
   phys: number[];
   crcs: number[];
+  /** Zero markers: index relative to the first block. */
+  zeros: number[];
 }
 
 const EMPTY_OBJECT: ObjectValue = { version: 0, allocatedBlocks: 0 };
@@ -263,6 +266,21 @@ export class DiskStore {
   }
 
   /**
+   * Marks whole blocks as zeros without falling through to parent snapshots (zero markers), and
+   * releases the data blocks they replace. For trim/write-zeroes in a volume that has parents.
+   *
+   * DURABILITY: as for trim(): one synced LMDB transaction replaces the pointers by markers.
+   */
+  async zero(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void> {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkVersion(version);
+    checkRange(firstBlock, blockCount);
+    this.counters.trims++;
+    await this.enqueue('zero', key, firstBlock, blockCount, null, null, version);
+  }
+
+  /**
    * Replaces a block whose on-disk data failed its CRC with a good copy (from a replica). The copy
    * must match the CRC the index holds for the block; when the block was rewritten or trimmed since
    * the failed read, nothing is changed (the bad block is gone already). The version is kept.
@@ -307,14 +325,14 @@ export class DiskStore {
     }
   }
 
-  /** 1 per allocated block of [firstBlock, firstBlock + blockCount). */
+  /** Per block of [firstBlock, firstBlock + blockCount): BLOCK_HOLE, BLOCK_DATA or BLOCK_ZERO (marker). */
   allocation(key: ObjectKey, firstBlock: number, blockCount: number): Uint8Array {
     this.checkUsable();
     checkObjectKey(key);
     checkRange(firstBlock, blockCount);
     const map = new Uint8Array(blockCount);
-    for (const { key: k } of this.db.blocks.getRange({ start: blockKeyBytes(key, firstBlock), end: blockKeyBytes(key, firstBlock + blockCount) })) {
-      map[decodeBlockInObject(k) - firstBlock] = 1;
+    for (const { key: k, value } of this.db.blocks.getRange({ start: blockKeyBytes(key, firstBlock), end: blockKeyBytes(key, firstBlock + blockCount) })) {
+      map[decodeBlockInObject(k) - firstBlock] = decodeBlockValue(value).physical === ZERO_MARKER_PHYSICAL ? BLOCK_ZERO : BLOCK_DATA;
     }
     return map;
   }
@@ -431,7 +449,7 @@ export class DiskStore {
         this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
       }
-      const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim');
+      const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim' || op.kind === 'zero');
       if (writesFailed !== null) this.rejectWrites(live, writesFailed);
       if (toCommit.length === 0) {
         this.cyclesCommitted++; // nothing to commit; keeps the commit-order check simple
@@ -455,7 +473,7 @@ export class DiskStore {
   private allocateCycle(ops: Op[]): Op[] {
     const live: Op[] = [];
     for (const op of ops) {
-      if (op.kind === 'trim') {
+      if (op.kind === 'trim' || op.kind === 'zero') {
         live.push(op);
         continue;
       }
@@ -578,7 +596,7 @@ export class DiskStore {
   }
 
   private rejectWrites(ops: Op[], err: StorpoolError): void {
-    for (const op of ops) if (op.kind !== 'trim') op.reject(err);
+    for (const op of ops) if (op.kind === 'write' || op.kind === 'repair') op.reject(err);
   }
 
   /** Frees blocks allocated to ops that were never committed. */
@@ -653,10 +671,14 @@ export class DiskStore {
   /** Synchronous index lookup: one snapshot for the object record and the block range. */
   private lookup(key: ObjectKey, firstBlock: number, blockCount: number): Lookup {
     const raw = this.db.objects.getBinaryFast(objectKeyBytes(key));
-    const out: Lookup = { version: raw === undefined ? 0 : decodeObjectValue(raw).version, index: [], phys: [], crcs: [] };
+    const out: Lookup = { version: raw === undefined ? 0 : decodeObjectValue(raw).version, index: [], phys: [], crcs: [], zeros: [] };
     const range = this.db.blocks.getRange({ start: blockKeyBytes(key, firstBlock), end: blockKeyBytes(key, firstBlock + blockCount) });
     for (const { key: k, value } of range) {
       const v = decodeBlockValue(value);
+      if (v.physical === ZERO_MARKER_PHYSICAL) {
+        out.zeros.push(decodeBlockInObject(k) - firstBlock);
+        continue;
+      }
       assert(v.physical < this.allocator.blockCount, 'index points inside the data area');
       out.index.push(decodeBlockInObject(k) - firstBlock);
       out.phys.push(v.physical);
@@ -686,10 +708,11 @@ export class DiskStore {
   }
 
   private verifyRead(result: ReadResult, lookup: Lookup, key: ObjectKey, firstBlock: number): void {
+    for (const idx of lookup.zeros) result.allocated[idx] = BLOCK_ZERO;
     for (let i = 0; i < lookup.index.length; i++) {
       const idx = lookup.index[i] as number;
       const crc = lookup.crcs[i] as number;
-      result.allocated[idx] = 1;
+      result.allocated[idx] = BLOCK_DATA;
       result.crcs[idx] = crc;
       const actual = crc32c(result.data.subarray(idx * BLOCK_BYTES, (idx + 1) * BLOCK_BYTES));
       if (actual === crc) continue;
@@ -724,7 +747,7 @@ function applyOp(op: Op, obj: ObjectValue, existing: Map<number, Pointer>, ch: C
     const cur = existing.get(op.firstBlock);
     const crc = (op.crcs as Uint32Array)[0] as number;
     const phys = (op.phys as Uint32Array)[0] as number;
-    if (cur === undefined || cur.crc !== crc) {
+    if (cur === undefined || cur.physical === ZERO_MARKER_PHYSICAL || cur.crc !== crc) {
       ch.frees.push(phys); // rewritten or trimmed since the failed read: drop the repair
       return;
     }
@@ -736,14 +759,21 @@ function applyOp(op: Op, obj: ObjectValue, existing: Map<number, Pointer>, ch: C
   for (let i = 0; i < op.blockCount; i++) {
     const b = op.firstBlock + i;
     const cur = existing.get(b);
-    if (cur !== undefined) ch.frees.push(cur.physical);
-    if (op.kind === 'trim') {
-      if (cur === undefined) continue;
+    // allocatedBlocks counts data blocks; zero markers hold no block.
+    const curData = cur !== undefined && cur.physical !== ZERO_MARKER_PHYSICAL;
+    if (curData) {
+      ch.frees.push(cur.physical);
       obj.allocatedBlocks--;
-      ch.blocks.set(`${ch.id}:${b}`, { keyBytes: blockKeyBytes(op.key, b), pointer: null });
+    }
+    if (op.kind === 'trim') {
+      if (cur !== undefined) ch.blocks.set(`${ch.id}:${b}`, { keyBytes: blockKeyBytes(op.key, b), pointer: null });
       continue;
     }
-    if (cur === undefined) obj.allocatedBlocks++;
+    if (op.kind === 'zero') {
+      setPointer(ch, op, b, ZERO_MARKER_PHYSICAL, ZERO_BLOCK_CRC);
+      continue;
+    }
+    obj.allocatedBlocks++;
     setPointer(ch, op, b, (op.phys as Uint32Array)[i] as number, (op.crcs as Uint32Array)[i] as number);
   }
   assert(obj.allocatedBlocks >= 0 && obj.allocatedBlocks <= BLOCKS_PER_OBJECT, 'object block count in range');
@@ -855,8 +885,9 @@ function rebuildAllocator(db: IndexDb, sb: Superblock, indexDir: string): BlockA
       curObj = objKey;
       count = 0;
     }
-    count++;
     const { physical } = decodeBlockValue(value);
+    if (physical === ZERO_MARKER_PHYSICAL) continue;
+    count++;
     if (physical >= sb.blockCount) throw corrupt(`block ${physical} is outside the data area`);
     if (!allocator.markUsed(physical)) throw corrupt(`block ${physical} is referenced twice`);
   }

@@ -17,7 +17,13 @@ export const DATA_OFFSET_BYTES = 1024 * 1024;
 export const DATA_BLOCKS_MIN = 2 * BLOCKS_PER_OBJECT;
 
 /** Largest physical block number we address: a u32 in the index value keeps it at 16 TiB per disk. */
-export const DATA_BLOCKS_MAX = 0xffff_ffff;
+export const DATA_BLOCKS_MAX = 0xffff_fffe;
+
+/**
+ * Physical block number of a zero marker: an index entry saying "this block reads as zeros" that
+ * does not fall through to a parent snapshot (a trim or write-zeroes in a clone). No data block.
+ */
+export const ZERO_MARKER_PHYSICAL = 0xffff_ffff;
 
 /** On-disk format version written by this build; open() refuses any other. */
 export const FORMAT_VERSION = 1;
