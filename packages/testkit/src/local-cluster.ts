@@ -27,6 +27,12 @@ export interface LocalClusterOptions {
   logLevel?: string;
   /** Print server logs to this process's stderr. */
   inheritLogs?: boolean;
+  /**
+   * Write the disk files full of zeros before formatting ("thick"), as a real block device is:
+   * without it the first write of every block also allocates filesystem extents (a journal
+   * commit per fdatasync), which a benchmark should not measure.
+   */
+  preallocate?: boolean;
 }
 
 export interface ServerProcess {
@@ -87,6 +93,7 @@ export class LocalCluster {
       await Promise.all(
         disks.map(async (d) => {
           const diskPath = join(dir, `disk-${d.id}.img`);
+          if (options.preallocate === true) await execa('dd', ['if=/dev/zero', `of=${diskPath}`, 'bs=4M', `count=${Math.ceil(Number(size) / 4 / 1024 ** 2)}`, 'conv=fsync', 'status=none']);
           await execa(process.execPath, [SERVER_BIN, 'disk', 'init', diskPath, '--size', size, '--cluster-id', clusterId, '--disk-id', String(d.id)]);
           cluster.servers.set(d.id, { diskId: d.id, diskPath, port: d.address.port, proc: undefined, exited: undefined, log: [] });
         }),
@@ -111,7 +118,9 @@ export class LocalCluster {
     const s = this.servers.get(diskId);
     if (s === undefined) throw new Error(`no disk ${diskId}`);
     if (s.proc !== undefined) throw new Error(`disk ${diskId} already running`);
-    const proc = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', this.mapPath, '--log-level', this.#o.logLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // STORPOOL_SERVER_NODE_ARGS: extra node flags for the servers (e.g. --cpu-prof for profiling).
+    const nodeArgs = process.env.STORPOOL_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const proc = spawn(process.execPath, [...nodeArgs, SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', this.mapPath, '--log-level', this.#o.logLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
     s.proc = proc;
     s.exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
     await new Promise<void>((resolve, reject) => {

@@ -456,12 +456,21 @@ export class DiskStore {
         this.endCycle(ops);
         return;
       }
-      this.db.root.transaction(() => this.applyToIndex(toCommit)).then(
+      const committed = this.db.root.transaction(() => this.applyToIndex(toCommit));
+      committed.then(
         (frees) => {
           assert.equal(seq, this.cyclesCommitted, 'index transactions commit in cycle order');
           this.cyclesCommitted++;
-          this.afterCommit(toCommit, frees);
-          this.endCycle(ops);
+          // Committed (visible) is not durable: acknowledge, and free the replaced blocks, only once
+          // flushed. `flushed` taken now covers this commit (and any later one).
+          Promise.resolve(this.db.root.flushed).then(
+            () => {
+              this.afterCommit(toCommit, frees);
+              this.endCycle(ops);
+            },
+            (flushErr: unknown) => this.fail(storeError(flushErr, `flushing the index of ${this.path}`), ops),
+          );
+          this.tryStartCycle();
         },
         (commitErr: unknown) => this.fail(storeError(commitErr, `committing the index of ${this.path}`), ops),
       );

@@ -52,8 +52,7 @@ assert(CYCLE_BYTES_MAX >= OBJECT_BYTES, 'a whole-object write must fit one cycle
 assert(CYCLE_BYTES_MAX % BLOCK_BYTES === 0);
 
 /**
- * Group-commit cycles in flight at once: one in its data stage (writev + fdatasync of the disk)
- * while the previous one's LMDB commit runs. Two overlaps the two fsync-bound stages; more would
- * only queue behind LMDB's single writer.
+ * Group-commit cycles in flight: one writing + fdatasyncing its data, one committing its index
+ * transaction, and up to two waiting for the index flush (which overlaps later commits).
  */
-export const PIPELINE_CYCLES_MAX = 2;
+export const PIPELINE_CYCLES_MAX = 4;
