@@ -428,8 +428,9 @@ export class DiskStore {
    * DURABILITY: (1) blocks are allocated in memory only (never blocks the committed index or an
    * earlier in-flight cycle references); (2) every write's data goes to its new blocks, one writev
    * per contiguous physical run; (3) one fdatasync(disk fd) makes all of it durable; (4) one LMDB
-   * transaction switches/removes the pointers and updates object versions, and its promise
-   * resolves after LMDB's synced commit; (5) only then are ops resolved and the replaced blocks
+   * transaction switches/removes the pointers and updates object versions; it is committed
+   * (visible) and then flushed (LMDB's fdatasync, overlapping the next cycle's commit), and we wait
+   * for `flushed`; (5) only then are ops resolved and the replaced blocks
    * queued for freeing. Crash after (2) or (3): the new blocks are unreferenced, open() sees them
    * free, the old pointers are intact. Crash during (4): LMDB keeps the previous committed
    * transaction (its meta page is the commit point), so again all-old. After (4): all new.
