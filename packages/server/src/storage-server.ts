@@ -14,6 +14,8 @@ export interface StorageServerOptions {
   /** Default: the disk's address in the shard map. */
   listen?: { host: string; port: number };
   replicaTimeoutMs?: number;
+  /** How often to re-read the shard map on our own (requests with a newer epoch also trigger it). */
+  mapRefreshMs?: number;
 }
 
 export interface StorageServer {
@@ -42,12 +44,27 @@ export async function startStorageServer(o: StorageServerOptions): Promise<Stora
     listener = new StorageListener({ service, clusterId, diskId, log });
     const address = await listener.listen(o.listen?.host ?? entry.address.host, o.listen?.port ?? entry.address.port);
     log.info({ address, epoch: router.epoch, disk: o.diskPath }, 'listening');
+    // Pick up map changes without waiting for a request that carries the new epoch, so that a
+    // client still on the old map is told so (MAP_ERR_STALE_EPOCH) instead of being served by an
+    // old primary.
+    let lastEpoch = router.epoch;
+    const refresher = setInterval(() => {
+      o.view.refresh().then(
+        (r) => {
+          if (r.epoch !== lastEpoch) log.info({ from: lastEpoch, to: r.epoch }, 'shard map changed');
+          lastEpoch = r.epoch;
+        },
+        (err: unknown) => log.warn({ err: (err as Error).message }, 'cannot re-read the shard map; keeping epoch ' + lastEpoch),
+      );
+    }, o.mapRefreshMs ?? 1000);
+    refresher.unref();
     return {
       diskId,
       address,
       service,
       store,
       async close() {
+        clearInterval(refresher);
         await listener.close();
         peers.close();
         await store.close();

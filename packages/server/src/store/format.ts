@@ -134,10 +134,10 @@ async function prepare(fh: fs.FileHandle, diskPath: string, indexDir: string, ta
   const used = target.kind !== 'missing' && (await hasValidSuperblock(fh.fd));
   const staleIndex = await indexExists(indexDir);
   if (used && !force) {
-    throw new StorpoolError('STORE_ERR_DISK_IN_USE', `${diskPath} already holds a storpool superblock; pass force to wipe it and lose its data`);
+    throw new StorpoolError('STORE_ERR_DISK_IN_USE', `${diskPath} already holds a storpool superblock; run 'storpool-server disk init --force' to wipe it (its data is lost)`);
   }
   if (staleIndex && !force) {
-    throw new StorpoolError('STORE_ERR_DISK_IN_USE', `${indexDir} already holds a storpool index; pass force to remove it`);
+    throw new StorpoolError('STORE_ERR_DISK_IN_USE', `${indexDir} already holds a storpool index; run 'storpool-server disk init --force' to remove it`);
   }
   if (target.kind !== 'missing') {
     const zeros = Buffer.alloc(SUPERBLOCK_BYTES);
