@@ -44,6 +44,12 @@ export interface ServerProcess {
   log: string[];
 }
 
+/** Server processes of every LocalCluster of this process: killed if the process exits without stop(). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -122,7 +128,13 @@ export class LocalCluster {
     const nodeArgs = process.env.STORPOOL_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
     const proc = spawn(process.execPath, [...nodeArgs, SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', this.mapPath, '--log-level', this.#o.logLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
     s.proc = proc;
-    s.exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    running.add(proc);
+    s.exited = new Promise<void>((resolve) =>
+      proc.once('exit', () => {
+        running.delete(proc);
+        resolve();
+      }),
+    );
     await new Promise<void>((resolve, reject) => {
       let ready = false;
       const onLine = (line: string): void => {
