@@ -31,8 +31,10 @@ function pattern(tag: number, len: number): Buffer {
 describe('fault injection', () => {
   it('SIGKILL of a primary with 64 writes in flight: every acknowledged write survives, no 4 KiB sector is torn', async () => {
     cluster = await LocalCluster.start({ disks: 3, replications: [3], diskSizeBytes: 1024 ** 3 });
-    // Short deadline so that writes in flight at the kill fail instead of waiting for the restart.
-    const client = await cluster.client({ retryDeadlineMs: 400, requestTimeoutMs: 300 });
+    const setup = await cluster.client();
+    // Short deadline so that writes in flight at the kill fail instead of waiting for the restart
+    // (long enough not to time out on a loaded 2-core machine before it).
+    const client = await cluster.client({ retryDeadlineMs: 2000, requestTimeoutMs: 1500 });
     const rnd = new SeededRandom();
     const volumeBytes = 256 * OBJECT_BYTES;
     const volume = client.volume({ volumeId: 7, sizeBytes: volumeBytes, group: 1 });
@@ -54,7 +56,8 @@ describe('fault injection', () => {
       if (gen > 0) pattern(slot.base * 7 + gen, slot.len).copy(out, slot.off - slot.base);
       return out;
     };
-    await Promise.all(slots.map((s) => volume.write(s.base, content(s, 0))));
+    const setupVolume = setup.volume({ volumeId: 7, sizeBytes: volumeBytes, group: 1 });
+    await Promise.all(slots.map((s) => setupVolume.write(s.base, content(s, 0))));
     let killed = false;
     const runners = slots.map(async (s) => {
       for (let gen = 1; !killed || s.inFlightGen === 0; gen++) {
@@ -183,9 +186,11 @@ describe('fault injection', () => {
     const data = pattern(1, 8192);
     const valid = encodeRequest({ op: Op.WRITE, flags: 0, requestId: 2, epoch: 1, group: 1, parentCount: 0, volumeId: 5, objectIndex: 3, offset: 0, length: 8192, version: 0, placementId: 5, shard: client.router.locate(1, 5, 3).shard }, [data, encodeCrcs(chunkCrcs(data))]);
 
+    let connected = 0;
     const session = (bytes: Buffer[]): Promise<void> =>
       new Promise((resolve) => {
         const s = connect({ host: '127.0.0.1', port }, () => {
+          connected++;
           for (const b of bytes) s.write(b);
           setTimeout(() => s.destroy(), 20);
         });
@@ -213,8 +218,9 @@ describe('fault injection', () => {
       await Promise.all(batch);
     }
     const stats = (await client.diskStats(1)) as { listener: { framesInvalid: number; connections: number } };
-    expect(stats.listener.connections).toBeGreaterThan(frames);
-    expect(stats.listener.framesInvalid).toBeGreaterThan(frames / 2);
+    expect(connected).toBeGreaterThan(frames * 0.5);
+    expect(stats.listener.connections).toBeGreaterThanOrEqual(connected);
+    expect(stats.listener.framesInvalid).toBeGreaterThan(connected / 2);
     expect(cluster.servers.get(1)!.proc).toBeDefined();
     expect((await volume.read(0, 65536)).equals(pattern(5, 65536))).toBe(true);
     await volume.write(65536, pattern(6, 4096));

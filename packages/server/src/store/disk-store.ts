@@ -8,8 +8,9 @@
  *   generation they looked up in).
  * - The allocator's used set is exactly: blocks referenced by the index, plus blocks allocated to
  *   the running cycle, plus blocks freed by a commit whose older readers are still in flight.
- * - A write()/trim()/repair() promise resolves only after its data is fdatasync()ed and the index
- *   transaction that references it is committed and synced (see tryStartCycle's DURABILITY block).
+ * - A write()/trim()/zero()/repair() promise resolves only after its data and its cycle's journal
+ *   record are fdatasync()ed (one flush) and the index transaction that references the data is
+ *   committed; open() replays journal records the index lacks (see tryStartCycle's DURABILITY).
  * - Every allocated block has a CRC32C in the index; every read verifies it.
  *
  * See docs/on-disk-format.md for the layout and the crash-recovery argument.
@@ -37,6 +38,7 @@ import {
 } from './keys.js';
 import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, PIPELINE_CYCLES_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
 import { acquireDiskLock } from './lock.js';
+import { JOURNAL_BYTES, JOURNAL_OFFSET, JournalRing, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, journalSalt, recordBodyBytes, recordBytes, type JournalOp } from './journal.js';
 import { chooseSuperblock, type Superblock } from './superblock.js';
 
 export interface DiskStoreOptions {
@@ -128,13 +130,17 @@ export class DiskStore {
   private readonly releaseLock: () => Promise<void>;
 
   private queue: Op[] = [];
+  /** Sequence number of the last journal record written. */
+  private journalSeq: number;
+  private readonly ring: JournalRing;
+  private readonly journalSaltValue: number;
   /** A cycle is allocating/writing/fdatasyncing its data (stage 1). */
   private dataStageBusy = false;
   /** Ops of cycles that have left the queue and not finished (at most PIPELINE_CYCLES_MAX). */
   private readonly activeCycles = new Set<Op[]>();
   private cycleScheduled = false;
-  private cyclesStarted = 0;
-  private cyclesCommitted = 0;
+  /** Journal sequence of the last committed index transaction. */
+  private committedSeq: number;
   /** Set when a data fdatasync or an index commit failed: the on-disk state is unknown until reopen. */
   private failed: StorpoolError | null = null;
   private closing = false;
@@ -166,7 +172,12 @@ export class DiskStore {
     allocator: BlockAllocator;
     log: Logger;
     releaseLock: () => Promise<void>;
+    journal: { seq: number; pos: number };
   }) {
+    this.journalSeq = init.journal.seq;
+    this.committedSeq = init.journal.seq;
+    this.ring = new JournalRing(init.journal.pos);
+    this.journalSaltValue = journalSalt(init.superblock.diskUuid);
     this.path = init.path;
     this.indexDir = init.indexDir;
     this.superblock = init.superblock;
@@ -208,10 +219,13 @@ export class DiskStore {
       stage = 'index';
       db = openIndexDb(indexDir);
       checkIdentity(db, indexDir, { diskUuid: superblock.diskUuid, clusterId: superblock.clusterId, diskId: superblock.diskId });
+      stage = 'journal replay';
+      const journal = await replayJournal(fh.fd, db, log, path, journalSalt(superblock.diskUuid));
+      stage = 'allocator';
       const allocator = rebuildAllocator(db, superblock, indexDir);
-      log.info({ path, indexDir, diskId: superblock.diskId, blocksUsed: allocator.usedBlocks, blocksTotal: allocator.blockCount }, 'disk store opened');
+      log.info({ path, indexDir, diskId: superblock.diskId, blocksUsed: allocator.usedBlocks, blocksTotal: allocator.blockCount, journalSeq: journal.seq }, 'disk store opened');
       const fd = fs.openSync(path, 'r+');
-      return new DiskStore({ path, indexDir, superblock, fd, db, allocator, log, releaseLock });
+      return new DiskStore({ path, indexDir, superblock, fd, db, allocator, log, releaseLock, journal });
     } catch (err) {
       if (db !== null) await db.root.close();
       if (releaseLock !== null) await releaseLock();
@@ -224,13 +238,14 @@ export class DiskStore {
   /**
    * Writes whole blocks [firstBlock, firstBlock + data.length/4096) of one object.
    *
-   * DURABILITY: when the promise resolves, the data is in newly allocated blocks made durable by the
-   * cycle's fdatasync(disk fd), and the index pointers to them (with their CRCs and the object's
-   * version = max(old, version)) are in an LMDB transaction committed with fdatasync. Before the
-   * commit the old pointers stay live, so a crash at any step leaves either the old or the new
-   * content of the whole write, never a mix (one transaction). A rejected write left the index
-   * unchanged for it. Recovery: open() rebuilds the allocator from the index; blocks written but
-   * never committed are unreferenced and so free again.
+   * DURABILITY: when the promise resolves, the data is in newly allocated blocks and the new index
+   * pointers (with their CRCs and the object's version = max(old, version)) are in the cycle's
+   * journal record, both made durable by the cycle's one fdatasync(disk fd), and the pointers are
+   * committed (visible) in the LMDB index. Until then the old pointers stay live, so a crash at
+   * any step leaves either the old or the new content of the whole write, never a mix (one record,
+   * one transaction). A rejected write left the index unchanged for it. Recovery: open() replays
+   * the journal records the index lacks, then rebuilds the allocator; blocks written but never
+   * journaled are unreferenced and so free again.
    */
   async write(key: ObjectKey, firstBlock: number, data: Buffer, crcs: Uint32Array, version: number): Promise<void> {
     this.checkUsable();
@@ -252,9 +267,9 @@ export class DiskStore {
   /**
    * Deallocates whole blocks; they read back as zeros. Also records the object's version.
    *
-   * DURABILITY: when the promise resolves, the removal of the blocks' index entries is committed by
-   * a synced LMDB transaction (no data is written). The freed blocks are reused only after that
-   * commit, so a crash before it leaves the old data readable and intact; after it, holes.
+   * DURABILITY: when the promise resolves, the removal of the blocks' index entries is in the
+   * cycle's journal record (fdatasync()ed) and committed in the index. The freed blocks are reused
+   * only after that, so a crash before it leaves the old data readable and intact; after it, holes.
    */
   async trim(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void> {
     this.checkUsable();
@@ -269,7 +284,7 @@ export class DiskStore {
    * Marks whole blocks as zeros without falling through to parent snapshots (zero markers), and
    * releases the data blocks they replace. For trim/write-zeroes in a volume that has parents.
    *
-   * DURABILITY: as for trim(): one synced LMDB transaction replaces the pointers by markers.
+   * DURABILITY: as for trim(): journaled and committed before the promise resolves.
    */
   async zero(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void> {
     this.checkUsable();
@@ -285,8 +300,8 @@ export class DiskStore {
    * must match the CRC the index holds for the block; when the block was rewritten or trimmed since
    * the failed read, nothing is changed (the bad block is gone already). The version is kept.
    *
-   * DURABILITY: as for write(): new block fdatasync()ed, then the pointer switched in a synced
-   * transaction; a crash before that leaves the (bad) old block, which the next read reports again.
+   * DURABILITY: as for write(): new block and journal record fdatasync()ed, then the pointer switched;
+   * a crash before that leaves the (bad) old block, which the next read reports again.
    */
   async repair(key: ObjectKey, block: number, data: Buffer, crc: number): Promise<void> {
     this.checkUsable();
@@ -421,62 +436,110 @@ export class DiskStore {
   }
 
   /**
-   * One group-commit cycle: allocate, write data, fdatasync, commit the index, resolve. Cycles are
-   * pipelined two deep: cycle N+1 writes and fdatasyncs its data while N's index commit runs; index
-   * transactions run and resolve in cycle order, each seeing the previous one's pointers.
+   * One group-commit cycle: allocate, write data, write the journal record, fdatasync, commit the
+   * index, resolve. Cycles are pipelined: cycle N+1 writes and fdatasyncs while N's index commit
+   * runs; index transactions run and resolve in journal order.
    *
    * DURABILITY: (1) blocks are allocated in memory only (never blocks the committed index or an
    * earlier in-flight cycle references); (2) every write's data goes to its new blocks, one writev
-   * per contiguous physical run; (3) one fdatasync(disk fd) makes all of it durable; (4) one LMDB
-   * transaction switches/removes the pointers and updates object versions; it is committed
-   * (visible) and then flushed (LMDB's fdatasync, overlapping the next cycle's commit), and we wait
-   * for `flushed`; (5) only then are ops resolved and the replaced blocks
-   * queued for freeing. Crash after (2) or (3): the new blocks are unreferenced, open() sees them
-   * free, the old pointers are intact. Crash during (4): LMDB keeps the previous committed
-   * transaction (its meta page is the commit point), so again all-old. After (4): all new.
-   * Nothing is acknowledged before (4) completes.
+   * per contiguous physical run; (3) one journal record holds all the cycle's index changes;
+   * (4) one fdatasync(disk fd) makes data and record durable: the durability point; (5) one LMDB
+   * transaction switches/removes the pointers, updates object versions and records the journal
+   * sequence; it is visible when committed and flushed later by LMDB (overlapping later cycles);
+   * (6) the ops resolve and the replaced blocks are queued for freeing. Crash before (4) completes:
+   * the record is not valid, the new blocks are unreferenced, the old pointers intact. Crash after
+   * (4): open() replays the record if the index lacks it (after an OS crash LMDB restarts from its
+   * last flushed transaction). Nothing is acknowledged before (5).
    */
   private tryStartCycle(): void {
     if (this.failed !== null || this.dataStageBusy || this.activeCycles.size >= PIPELINE_CYCLES_MAX || this.queue.length === 0) return;
     const ops = this.takeBatch();
     assert(ops.length > 0);
-    const seq = this.cyclesStarted++;
     this.dataStageBusy = true;
     this.activeCycles.add(ops);
     const live = this.allocateCycle(ops);
     this.writeCycleData(live, (err, writesFailed) => {
-      this.dataStageBusy = false;
       if (this.failed !== null || err !== null) {
+        this.dataStageBusy = false;
         this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
       }
       const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim' || op.kind === 'zero');
       if (writesFailed !== null) this.rejectWrites(live, writesFailed);
       if (toCommit.length === 0) {
-        this.cyclesCommitted++; // nothing to commit; keeps the commit-order check simple
+        this.dataStageBusy = false;
         this.endCycle(ops);
         return;
       }
-      const committed = this.db.root.transaction(() => this.applyToIndex(toCommit));
-      committed.then(
+      this.journalAndSync(toCommit, (syncErr, seq) => {
+        this.dataStageBusy = false;
+        if (this.failed !== null || syncErr !== null) {
+          this.fail(this.failed ?? (syncErr as StorpoolError), ops);
+          return;
+        }
+        this.commitCycle(ops, toCommit, seq);
+        this.tryStartCycle(); // overlap the next cycle's data stage with this commit
+      });
+    });
+  }
+
+  /**
+   * Writes the cycle's journal record into the ring and fdatasyncs the disk: the one flush that
+   * makes the cycle's data AND its index changes durable. Waits for an index flush when the ring
+   * space is still needed.
+   */
+  private journalAndSync(toCommit: Op[], done: (err: StorpoolError | null, seq: number) => void): void {
+    const seq = this.journalSeq + 1;
+    const record = encodeRecord({ seq, ops: toCommit }, this.journalSaltValue);
+    const start = this.ring.place(record.length);
+    if (start === undefined) {
+      // The ring is full of records the index has not flushed yet: wait for its flush.
+      Promise.resolve(this.db.root.flushed).then(
+        () => {
+          this.ring.flushedThrough(this.journalSeq);
+          this.journalAndSync(toCommit, done);
+        },
+        (err: unknown) => done(storeError(err, `flushing the index of ${this.path}`), seq),
+      );
+      return;
+    }
+    this.journalSeq = seq;
+    this.ring.written(seq, start, record.length);
+    writevAll(this.fd, [record], JOURNAL_OFFSET + start, (writeErr) => {
+      if (writeErr !== null) {
+        done(storeError(writeErr, `writing the journal of ${this.path}`), seq);
+        return;
+      }
+      fs.fdatasync(this.fd, (syncErr) => done(syncErr ? storeError(syncErr, `fdatasync of ${this.path}`) : null, seq));
+    });
+  }
+
+  /**
+   * Commits the cycle's index transaction (with the journal position) and acknowledges its ops
+   * once it is visible: durability came from the journal record, so LMDB's own flush is not
+   * waited for; it only lets the ring space of the record be reused.
+   */
+  private commitCycle(ops: Op[], toCommit: Op[], seq: number): void {
+    const journalPos = this.ring.position;
+    this.db.root
+      .transaction(() => {
+        const frees = applyToIndex(this.db, toCommit);
+        this.db.meta.putSync(JOURNAL_META_KEY, encodeJournalMeta(seq, journalPos));
+        return frees;
+      })
+      .then(
         (frees) => {
-          assert.equal(seq, this.cyclesCommitted, 'index transactions commit in cycle order');
-          this.cyclesCommitted++;
-          // Committed (visible) is not durable: acknowledge, and free the replaced blocks, only once
-          // flushed. `flushed` taken now covers this commit (and any later one).
+          assert.equal(seq, this.committedSeq + 1, 'index transactions commit in journal order');
+          this.committedSeq = seq;
+          this.afterCommit(toCommit, frees);
+          this.endCycle(ops);
           Promise.resolve(this.db.root.flushed).then(
-            () => {
-              this.afterCommit(toCommit, frees);
-              this.endCycle(ops);
-            },
-            (flushErr: unknown) => this.fail(storeError(flushErr, `flushing the index of ${this.path}`), ops),
+            () => this.ring.flushedThrough(seq),
+            (err: unknown) => this.log.error({ err, path: this.path }, 'index flush failed'),
           );
-          this.tryStartCycle();
         },
         (commitErr: unknown) => this.fail(storeError(commitErr, `committing the index of ${this.path}`), ops),
       );
-      this.tryStartCycle(); // overlap the next cycle's data stage with this commit
-    });
   }
 
   /** Allocates blocks for each write/repair in order; an op that does not fit fails NO_SPACE. */
@@ -508,9 +571,9 @@ export class DiskStore {
   }
 
   /**
-   * Writes all live ops' data (one writev per contiguous physical run) and fdatasyncs the disk.
-   * done(fatal, writesFailed): a write error fails this cycle's writes only (their blocks are freed,
-   * they were never referenced); an fdatasync error is fatal (the page cache state is unknown).
+   * Writes all live ops' data (one writev per contiguous physical run); journalAndSync() then
+   * makes it durable. done(fatal, writesFailed): a write error fails this cycle's writes only
+   * (their blocks are freed, they were never referenced).
    */
   private writeCycleData(live: Op[], done: (fatal: StorpoolError | null, writesFailed: StorpoolError | null) => void): void {
     const groups = physicalRuns(live, this.superblock.dataOffset);
@@ -530,54 +593,9 @@ export class DiskStore {
         done(mapped.code === 'STORE_ERR_IO' ? mapped : null, mapped);
         return;
       }
-      fs.fdatasync(this.fd, (syncErr) => {
-        done(syncErr ? storeError(syncErr, `fdatasync of ${this.path}`) : null, null);
-      });
+      done(null, null);
     };
     for (const g of groups) writevAll(this.fd, g.buffers, g.position, onWritten);
-  }
-
-  /**
-   * Runs inside the LMDB write transaction: first computes every change (reads only, so a bug
-   * caught by an assertion leaves the transaction empty), then applies them. Returns the physical
-   * blocks the commit replaces, to be freed after it.
-   */
-  private applyToIndex(ops: Op[]): number[] {
-    const ch: Changes = { frees: [], blocks: new Map(), id: '' };
-    const objects = new Map<string, { keyBytes: Buffer; value: ObjectValue }>();
-    for (const op of ops) {
-      const objKey = objectKeyBytes(op.key);
-      ch.id = objKey.toString('latin1');
-      let obj = objects.get(ch.id);
-      if (obj === undefined) {
-        const raw = this.db.objects.getBinary(objKey);
-        obj = { keyBytes: objKey, value: raw === undefined ? { ...EMPTY_OBJECT } : decodeObjectValue(raw) };
-        objects.set(ch.id, obj);
-      }
-      applyOp(op, obj.value, this.existingPointers(op, ch), ch);
-    }
-    // Only the final state of each block key is written: later ops of the cycle win.
-    for (const { keyBytes, pointer } of ch.blocks.values()) {
-      if (pointer === null) this.db.blocks.removeSync(keyBytes);
-      else this.db.blocks.putSync(keyBytes, encodeBlockValue(pointer.physical, pointer.crc));
-    }
-    for (const { keyBytes, value } of objects.values()) this.db.objects.putSync(keyBytes, encodeObjectValue(value));
-    return ch.frees;
-  }
-
-  /** Current pointers of an op's blocks: the committed index seen through this cycle's earlier ops. */
-  private existingPointers(op: Op, ch: Changes): Map<number, Pointer> {
-    const out = new Map<number, Pointer>();
-    const range = this.db.blocks.getRange({ start: blockKeyBytes(op.key, op.firstBlock), end: blockKeyBytes(op.key, op.firstBlock + op.blockCount) });
-    for (const { key, value } of range) out.set(decodeBlockInObject(key), decodeBlockValue(value));
-    if (ch.blocks.size === 0) return out;
-    for (let b = op.firstBlock; b < op.firstBlock + op.blockCount; b++) {
-      const o = ch.blocks.get(`${ch.id}:${b}`);
-      if (o === undefined) continue;
-      if (o.pointer === null) out.delete(b);
-      else out.set(b, o.pointer);
-    }
-    return out;
   }
 
   private afterCommit(ops: Op[], frees: number[]): void {
@@ -738,6 +756,54 @@ export class DiskStore {
 
 // ---- helpers -------------------------------------------------------------------------------------
 
+/** What the index needs of an op: a live Op, or one replayed from the journal. */
+type IndexOp = JournalOp & { applied?: boolean };
+
+/**
+ * Runs inside the LMDB write transaction: first computes every change (reads only, so a bug
+ * caught by an assertion leaves the transaction empty), then applies them. Returns the physical
+ * blocks the commit replaces, to be freed after it.
+ */
+function applyToIndex(db: IndexDb, ops: IndexOp[]): number[] {
+  const ch: Changes = { frees: [], blocks: new Map(), id: '' };
+  const objects = new Map<string, { keyBytes: Buffer; value: ObjectValue }>();
+  for (const op of ops) {
+    const objKey = objectKeyBytes(op.key);
+    ch.id = objKey.toString('latin1');
+    let obj = objects.get(ch.id);
+    if (obj === undefined) {
+      const raw = db.objects.getBinary(objKey);
+      obj = { keyBytes: objKey, value: raw === undefined ? { ...EMPTY_OBJECT } : decodeObjectValue(raw) };
+      objects.set(ch.id, obj);
+    }
+    applyOp(op, obj.value, existingPointers(db, op, ch), ch);
+  }
+  // Only the final state of each block key is written: later ops of the cycle win.
+  for (const { keyBytes, pointer } of ch.blocks.values()) {
+    if (pointer === null) db.blocks.removeSync(keyBytes);
+    else db.blocks.putSync(keyBytes, encodeBlockValue(pointer.physical, pointer.crc));
+  }
+  for (const { keyBytes, value } of objects.values()) db.objects.putSync(keyBytes, encodeObjectValue(value));
+  return ch.frees;
+}
+
+/** Current pointers of an op's blocks: the committed index seen through this cycle's earlier ops. */
+function existingPointers(db: IndexDb, op: IndexOp, ch: Changes): Map<number, Pointer> {
+  const out = new Map<number, Pointer>();
+  const range = db.blocks.getRange({ start: blockKeyBytes(op.key, op.firstBlock), end: blockKeyBytes(op.key, op.firstBlock + op.blockCount) });
+  for (const { key, value } of range) out.set(decodeBlockInObject(key), decodeBlockValue(value));
+  if (ch.blocks.size === 0) return out;
+  for (let b = op.firstBlock; b < op.firstBlock + op.blockCount; b++) {
+    const o = ch.blocks.get(`${ch.id}:${b}`);
+    if (o === undefined) continue;
+    if (o.pointer === null) out.delete(b);
+    else out.set(b, o.pointer);
+  }
+  return out;
+}
+
+
+
 interface Pointer {
   physical: number;
   crc: number;
@@ -752,7 +818,7 @@ interface Changes {
   id: string;
 }
 
-function applyOp(op: Op, obj: ObjectValue, existing: Map<number, Pointer>, ch: Changes): void {
+function applyOp(op: IndexOp, obj: ObjectValue, existing: Map<number, Pointer>, ch: Changes): void {
   if (op.kind === 'repair') {
     const cur = existing.get(op.firstBlock);
     const crc = (op.crcs as Uint32Array)[0] as number;
@@ -790,7 +856,7 @@ function applyOp(op: Op, obj: ObjectValue, existing: Map<number, Pointer>, ch: C
   obj.version = Math.max(obj.version, op.version);
 }
 
-function setPointer(ch: Changes, op: Op, block: number, physical: number, crc: number): void {
+function setPointer(ch: Changes, op: IndexOp, block: number, physical: number, crc: number): void {
   ch.blocks.set(`${ch.id}:${block}`, { keyBytes: blockKeyBytes(op.key, block), pointer: { physical, crc } });
 }
 
@@ -860,6 +926,67 @@ function physicalRuns(ops: Op[], dataOffset: number): { position: number; buffer
     }
   }
   return groups;
+}
+
+const JOURNAL_META_KEY = 'journal';
+
+/** u64 seq of the last journal record the index includes, u32 ring position after it. */
+function encodeJournalMeta(seq: number, pos: number): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt32LE(seq % 0x1_0000_0000, 0);
+  b.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), 4);
+  b.writeUInt32LE(pos, 8);
+  return b;
+}
+
+function decodeJournalMeta(b: Buffer | undefined): { seq: number; pos: number } {
+  if (b === undefined) return { seq: 0, pos: 0 };
+  return { seq: b.readUInt32LE(4) * 0x1_0000_0000 + b.readUInt32LE(0), pos: b.readUInt32LE(8) };
+}
+
+/** The journal record at ring offset `pos` if it is valid and has sequence `seq`. */
+async function readRecordAt(fd: number, pos: number, seq: number, salt: number): Promise<{ ops: JournalOp[]; bytes: number } | undefined> {
+  if (pos + RECORD_HEADER_BYTES > JOURNAL_BYTES) return undefined;
+  const header = Buffer.alloc(RECORD_HEADER_BYTES);
+  await preadAllAsync(fd, header, JOURNAL_OFFSET + pos);
+  const body = recordBodyBytes(header, salt);
+  if (body < 0 || pos + recordBytes(body) > JOURNAL_BYTES) return undefined;
+  const whole = Buffer.alloc(RECORD_HEADER_BYTES + body);
+  await preadAllAsync(fd, whole, JOURNAL_OFFSET + pos);
+  const rec = decodeRecord(whole, salt);
+  if (rec === undefined || rec.seq !== seq) return undefined;
+  return { ops: rec.ops, bytes: recordBytes(body) };
+}
+
+/**
+ * Brings the index up to the journal: applies, in order, every valid record newer than the
+ * sequence the index holds (after an OS crash the index may be behind by the transactions it had
+ * not flushed), then waits for the index flush so the ring can be reused from the start.
+ */
+async function replayJournal(fd: number, db: IndexDb, log: Logger, path: string, salt: number): Promise<{ seq: number; pos: number }> {
+  let { seq, pos } = decodeJournalMeta(db.meta.getBinary(JOURNAL_META_KEY));
+  let replayed = 0;
+  for (;;) {
+    // The writer puts a record that does not fit before the end of the ring at its start.
+    let at = pos;
+    let next = await readRecordAt(fd, pos, seq + 1, salt);
+    if (next === undefined && pos !== 0) {
+      at = 0;
+      next = await readRecordAt(fd, 0, seq + 1, salt);
+    }
+    if (next === undefined) break;
+    seq += 1;
+    pos = (at + next.bytes) % JOURNAL_BYTES;
+    const meta = encodeJournalMeta(seq, pos);
+    db.root.transactionSync(() => {
+      applyToIndex(db, next.ops);
+      db.meta.putSync(JOURNAL_META_KEY, meta);
+    });
+    replayed++;
+  }
+  if (replayed > 0) log.warn({ path, records: replayed, seq }, 'index brought up to date from the journal');
+  await db.root.flushed;
+  return { seq, pos };
 }
 
 async function readSuperblock(fd: number, path: string): Promise<Superblock> {

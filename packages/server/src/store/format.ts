@@ -8,6 +8,7 @@ import { createIndex, defaultIndexDir, indexExists, removeIndex } from './index-
 import { blockDeviceBytes, fdatasyncAsync, preadAllAsync, writeAllAsync } from './io.js';
 import { DATA_BLOCKS_MAX, DATA_BLOCKS_MIN, DATA_OFFSET_BYTES, FORMAT_VERSION, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS } from './limits.js';
 import { checkNotInUse, LOCK_FILE } from './lock.js';
+import { JOURNAL_BYTES, JOURNAL_OFFSET } from './journal.js';
 import { blockCountFor, decodeSuperblock, encodeSuperblock, isUuid, type Superblock } from './superblock.js';
 
 export interface FormatOptions {
@@ -119,6 +120,8 @@ export async function formatDisk(diskPath: string, opts: FormatOptions): Promise
       blockCount: blockCountFor(diskBytes),
       createdAtMs: Date.now(),
     };
+    // An empty journal: nothing of an earlier format may be replayed into the new index.
+    await writeAllAsync(fh.fd, Buffer.alloc(JOURNAL_BYTES), JOURNAL_OFFSET);
     await createIndex(indexDir, { diskUuid: sb.diskUuid, clusterId: sb.clusterId, diskId: sb.diskId });
     const encoded = encodeSuperblock(sb);
     for (const offset of SUPERBLOCK_OFFSETS) await writeAllAsync(fh.fd, encoded, offset);

@@ -6,10 +6,10 @@
  *   blocks  block key   -> block value    (see keys.ts)
  *   objects object key  -> object value
  *
- * Opened with overlappingSync (the flush of commit N overlaps the writing of commit N+1; LMDB keeps
- * the last flushed transaction as the recovery point after an OS crash) and separateFlushed: the
- * store acknowledges a cycle, and frees the blocks it replaced, only after `root.flushed` resolved
- * (an fdatasync of the data file; verified with strace: one per commit).
+ * Opened with overlappingSync: a commit is visible at once and flushed later, overlapping the next
+ * commits; after an OS crash LMDB restarts from its last flushed transaction. Durability does not
+ * depend on that flush: every cycle's index changes are in the disk's journal first (journal.ts),
+ * and open() replays what the index is missing. `root.flushed` only tells when ring space is free.
  */
 import { StorpoolError } from '@storpool/errors';
 import { crc32c } from '@storpool/protocol';
@@ -52,7 +52,7 @@ export async function indexExists(indexDir: string): Promise<boolean> {
 }
 
 export function openIndexDb(indexDir: string): IndexDb {
-  const root = open({ path: indexDir, noSubdir: false, compression: false, overlappingSync: true, separateFlushed: true, noSync: false, maxDbs: 8 });
+  const root = open({ path: indexDir, noSubdir: false, compression: false, overlappingSync: true, noSync: false, maxDbs: 8 });
   const meta = root.openDB<Buffer, string>('meta', { encoding: 'binary' });
   const blocks = root.openDB<Buffer, Buffer>('blocks', { keyEncoding: 'binary', encoding: 'binary' });
   const objects = root.openDB<Buffer, Buffer>('objects', { keyEncoding: 'binary', encoding: 'binary' });

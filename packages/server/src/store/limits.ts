@@ -52,7 +52,7 @@ assert(CYCLE_BYTES_MAX >= OBJECT_BYTES, 'a whole-object write must fit one cycle
 assert(CYCLE_BYTES_MAX % BLOCK_BYTES === 0);
 
 /**
- * Group-commit cycles in flight: one writing + fdatasyncing its data, one committing its index
- * transaction, and up to two waiting for the index flush (which overlaps later commits).
+ * Group-commit cycles in flight: one writing its data and journal record and fdatasyncing them,
+ * the others committing their index transactions (LMDB's single writer orders them).
  */
-export const PIPELINE_CYCLES_MAX = 4;
+export const PIPELINE_CYCLES_MAX = 3;
