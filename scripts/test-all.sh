@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use: fio (benchmark peer), etcd (metadata store tests).
-DEBS=(fio etcd-server etcd-client)
+# Debian packages the tests use: fio (benchmark peer), etcd (metadata store tests), real NBD
+# clients (libnbd-bin: nbdinfo, nbdcopy, nbdsh; python3-libnbd; qemu-utils: qemu-img, qemu-io), nbdkit.
+DEBS=(fio etcd-server etcd-client libnbd-bin python3-libnbd qemu-utils nbdkit)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -80,6 +80,8 @@ export class StorpoolError extends Error {
 
   /** Works across bundled copies of this package (undici's Symbol.for branding). */
   static override [Symbol.hasInstance](value: unknown): boolean {
+    // Subclasses inherit this method: they keep ordinary prototype-chain semantics.
+    if (this !== StorpoolError) return Function.prototype[Symbol.hasInstance].call(this, value);
     return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 }

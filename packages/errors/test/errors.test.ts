@@ -22,6 +22,10 @@ describe('error registry', () => {
     expect(e.transient).toBe(false);
     expect(Object.assign(new Error('x'), { [Symbol.for('storpool.error')]: true }) instanceof StorpoolError).toBe(true);
     expect(new Error('x') instanceof StorpoolError).toBe(false);
+    class SubError extends StorpoolError {}
+    expect(new SubError('INTERNAL_ERR') instanceof SubError).toBe(true);
+    expect(new SubError('INTERNAL_ERR') instanceof StorpoolError).toBe(true);
+    expect(e instanceof SubError).toBe(false);
     expect(toStorpoolError(Object.assign(new Error('disk'), { code: 'ENOSPC' })).code).toBe('STORE_ERR_NO_SPACE');
     expect(toStorpoolError('boom').code).toBe('INTERNAL_ERR');
   });

@@ -1,0 +1,197 @@
+/**
+ * The one-command local cluster: N storage servers with file-backed disks under a data directory
+ * and storpool-mgmt (embedded metadata store) in this process. Disks are formatted on the first
+ * run and reused afterwards; every child is stopped by PID in stop().
+ *
+ * Data directory layout:
+ *   meta/            the embedded metadata store (cluster, volumes, shard map...)
+ *   disk-N.img       the disk of storage server N
+ *   shardmap.json    the shard map as published by storpool-mgmt (servers read it)
+ *   storpool.conf    SP_API_HTTP_HOST / SP_API_HTTP_PORT / SP_AUTH_TOKEN / SP_OURID / SP_CLUSTER_ID
+ *   logs/server-N.log
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { createWriteStream, existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startManagementService, type ManagementService } from '@storpool/mgmt';
+import { pino, type Logger } from 'pino';
+
+export const SERVER_BIN = fileURLToPath(new URL('../../server/bin/storpool-server.js', import.meta.url));
+
+export interface LocalClusterOptions {
+  dataDir: string;
+  /** API address; defaults 127.0.0.1 and 8181 (StorPool's own 81 needs root). */
+  host?: string;
+  port?: number;
+  /** Default: the token of an existing storpool.conf, else a new random one. */
+  token?: string;
+  disks?: number;
+  diskSizeBytes?: number;
+  /** SP_OURID of this host (registered as a client). */
+  ourId?: number;
+  log?: Logger;
+  serverLogLevel?: string;
+  shardCount?: number;
+}
+
+export interface LocalServer {
+  diskId: number;
+  diskPath: string;
+  port: number;
+  process: ChildProcess;
+  exited: Promise<void>;
+}
+
+export interface LocalCluster {
+  dataDir: string;
+  url: string;
+  token: string;
+  confPath: string;
+  mapFile: string;
+  service: ManagementService;
+  servers: LocalServer[];
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_PORT = 8181;
+const DEFAULT_DISK_BYTES = 4 * 1024 ** 3;
+const SERVER_START_TIMEOUT_MS = 30_000;
+const SERVER_STOP_TIMEOUT_MS = 10_000;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      if (addr === null || typeof addr === 'string') return reject(new Error('no port'));
+      s.close(() => resolvePort(addr.port));
+    });
+  });
+}
+
+async function run(args: string[]): Promise<void> {
+  const child = spawn(process.execPath, [SERVER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  if (code !== 0) throw new Error(`storpool-server ${args.join(' ')} failed (${code}): ${output.trim()}`);
+}
+
+/** Reads KEY=value lines (storpool.conf format). */
+export async function readConf(path: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  if (!existsSync(path)) return out;
+  for (const line of (await readFile(path, 'utf8')).split('\n')) {
+    const m = /^\s*([A-Z_][A-Z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
+    if (m !== null) out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+async function waitListening(port: number, child: ChildProcess, diskId: number): Promise<void> {
+  const deadline = Date.now() + SERVER_START_TIMEOUT_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`storage server of disk ${diskId} exited before listening (see logs/server-${diskId}.log)`);
+    const up = await new Promise<boolean>((r) => {
+      const probe = connect({ host: '127.0.0.1', port });
+      probe.once('connect', () => { probe.destroy(); r(true); });
+      probe.once('error', () => { probe.destroy(); r(false); });
+    });
+    if (up) return;
+    if (Date.now() > deadline) throw new Error(`storage server of disk ${diskId} not listening on ${port} after ${SERVER_START_TIMEOUT_MS} ms`);
+    await sleep(50);
+  }
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const done = await Promise.race([exited.then(() => true), sleep(SERVER_STOP_TIMEOUT_MS).then(() => false)]);
+  if (!done) {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** The default template of a local cluster: 3 copies on the `default` placement group. */
+async function createDefaultTemplate(url: string, token: string): Promise<void> {
+  const response = await fetch(`${url}/ctrl/1.0/VolumeTemplateCreate`, {
+    method: 'POST',
+    headers: { Authorization: `Storpool v1:${token}` },
+    body: JSON.stringify({ name: 'default', replication: 3, placeAll: 'default' }),
+  });
+  const body = (await response.json()) as { error?: { name: string; descr: string } };
+  if (body.error !== undefined && body.error.name !== 'objectExists') throw new Error(`cannot create the default template: ${body.error.descr}`);
+}
+
+export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCluster> {
+  const log = o.log ?? pino({ name: 'storpool-local', level: 'silent' });
+  const dataDir = resolve(o.dataDir);
+  await mkdir(join(dataDir, 'logs'), { recursive: true });
+  const confPath = join(dataDir, 'storpool.conf');
+  const mapFile = join(dataDir, 'shardmap.json');
+  const previous = await readConf(confPath);
+  const token = o.token ?? previous['SP_AUTH_TOKEN'] ?? String(randomInt(1, 2 ** 47)) + String(randomInt(100000, 999999));
+  const host = o.host ?? '127.0.0.1';
+  const ourId = o.ourId ?? 1;
+  const servers: LocalServer[] = [];
+  let service: ManagementService | undefined;
+  const stop = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => stopChild(s.process, s.exited)));
+    await service?.close();
+    service = undefined;
+  };
+  try {
+    service = await startManagementService({
+      meta: { backend: 'embedded', dir: join(dataDir, 'meta') }, host, port: o.port ?? DEFAULT_PORT, token, mapFile,
+      log: log.child({ component: 'mgmt' }), ...(o.shardCount !== undefined ? { shardCount: o.shardCount } : {}),
+    });
+    const clusterId = service.cluster.clusterId;
+    const diskCount = o.disks ?? 3;
+    const disks: { id: number; path: string; port: number }[] = [];
+    for (let id = 1; id <= diskCount; id++) {
+      const path = join(dataDir, `disk-${id}.img`);
+      if (!existsSync(path)) {
+        log.info({ disk: path }, 'formatting disk');
+        await run(['disk', 'init', path, '--size', String(o.diskSizeBytes ?? DEFAULT_DISK_BYTES), '--cluster-id', clusterId, '--disk-id', String(id)]);
+      }
+      const port = await freePort();
+      disks.push({ id, path, port });
+      await service.registerDisk({ id, serverId: id, address: { host: '127.0.0.1', port }, placementGroups: ['default'] });
+    }
+    const state = await service.model.read();
+    if (!state.templates.has('default')) await createDefaultTemplate(service.url, token);
+    await service.registerClient(ourId);
+    await service.publishShardMap();
+    for (const d of disks) {
+      const logFile = createWriteStream(join(dataDir, 'logs', `server-${d.id}.log`), { flags: 'a' });
+      const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', d.path, '--map', mapFile, '--log-level', o.serverLogLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout?.pipe(logFile);
+      child.stderr?.pipe(logFile);
+      const exited = new Promise<void>((r) => child.once('exit', (code, signal) => {
+        log.info({ diskId: d.id, code, signal }, 'storage server exited');
+        r();
+      }));
+      servers.push({ diskId: d.id, diskPath: d.path, port: d.port, process: child, exited });
+    }
+    await Promise.all(servers.map((s) => waitListening(s.port, s.process, s.diskId)));
+    const url = service.url;
+    const conf = [
+      '# written by storpool-local; read by the storpool CLI and the integrations',
+      `SP_API_HTTP_HOST=${host}`, `SP_API_HTTP_PORT=${service.port}`, `SP_AUTH_TOKEN=${token}`, `SP_OURID=${ourId}`,
+      `SP_CLUSTER_ID=${service.cluster.spClusterId}`, `SP_CLUSTER_NAME=${service.cluster.name}`, '',
+    ].join('\n');
+    await writeFile(confPath, conf, { mode: 0o600 });
+    return { dataDir, url, token, confPath, mapFile, service, servers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

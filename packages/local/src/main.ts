@@ -1,0 +1,59 @@
+/**
+ * storpool-local (`npm start`): a whole cluster on this host. Environment:
+ *   STORPOOL_DATA     data directory (default ./.storpool)
+ *   SP_API_HTTP_HOST  API address (default 127.0.0.1)
+ *   SP_API_HTTP_PORT  API port (default 8181)
+ *   SP_AUTH_TOKEN     API token (default: kept from the data directory's storpool.conf, else new)
+ *   STORPOOL_DISK_SIZE  bytes per disk file on first run (default 4 GiB, sparse)
+ *   STORPOOL_LOG_LEVEL  log level (default info)
+ */
+import { resolve } from 'node:path';
+import { pino } from 'pino';
+import { DEFAULT_PORT, startLocalCluster } from './index.js';
+
+async function main(): Promise<void> {
+  const env = process.env;
+  const log = pino({ name: 'storpool-local', level: env['STORPOOL_LOG_LEVEL'] ?? 'info' });
+  const dataDir = resolve(env['STORPOOL_DATA'] ?? '.storpool');
+  const portText = env['SP_API_HTTP_PORT'] ?? String(DEFAULT_PORT);
+  if (!/^\d+$/.test(portText) || Number(portText) > 65535) throw new Error(`SP_API_HTTP_PORT=${portText} is not a port number`);
+  const sizeText = env['STORPOOL_DISK_SIZE'];
+  if (sizeText !== undefined && !/^\d+$/.test(sizeText)) throw new Error(`STORPOOL_DISK_SIZE=${sizeText} must be a number of bytes`);
+  const cluster = await startLocalCluster({
+    dataDir, port: Number(portText), log, serverLogLevel: 'info',
+    ...(env['SP_API_HTTP_HOST'] !== undefined ? { host: env['SP_API_HTTP_HOST'] } : {}),
+    ...(env['SP_AUTH_TOKEN'] !== undefined && env['SP_AUTH_TOKEN'] !== '' ? { token: env['SP_AUTH_TOKEN'] } : {}),
+    ...(sizeText !== undefined ? { diskSizeBytes: Number(sizeText) } : {}),
+  });
+  process.stdout.write([
+    '',
+    `storpool local cluster is up: ${cluster.servers.length} storage servers, data in ${cluster.dataDir}`,
+    `STORPOOL_API=${cluster.url}/ctrl/1.0/`,
+    `config (for the storpool CLI): ${cluster.confPath}   e.g. cp ${cluster.confPath} /etc/storpool.conf`,
+    'try:',
+    `  curl -s -H 'Authorization: Storpool v1:${cluster.token}' ${cluster.url}/ctrl/1.0/VolumeTemplatesList`,
+    `  curl -s -H 'Authorization: Storpool v1:${cluster.token}' -d '{"name":"vol1","size":1073741824,"template":"default"}' ${cluster.url}/ctrl/1.0/VolumeCreate`,
+    'Ctrl-C stops everything.',
+    '',
+  ].join('\n'));
+  for (const s of cluster.servers) {
+    void s.exited.then(() => { if (!stopping) log.error({ diskId: s.diskId }, 'storage server exited unexpectedly; see logs/'); });
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping the local cluster');
+    cluster.stop().then(() => process.exit(0), (err: unknown) => {
+      log.error({ err }, 'error while stopping');
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`storpool-local: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

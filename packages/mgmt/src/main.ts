@@ -1,0 +1,76 @@
+/**
+ * storpool-mgmt: argv and environment only; the work is in service.ts.
+ *
+ *   storpool-mgmt (--meta-dir DIR | --etcd URL,URL [--etcd-prefix P]) [--listen HOST:PORT]
+ *                 [--token TOKEN] [--map-file PATH] [--log-level LEVEL]
+ *
+ * Environment: SP_API_HTTP_HOST, SP_API_HTTP_PORT, SP_AUTH_TOKEN (the flags win).
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ERRORS, StorpoolError, toStorpoolError } from '@storpool/errors';
+import type { MetaConfig } from '@storpool/meta';
+import { pino } from 'pino';
+import { startManagementService } from './service.js';
+
+const USAGE = `usage: storpool-mgmt (--meta-dir DIR | --etcd URL[,URL...] [--etcd-prefix PREFIX])
+                     [--listen HOST:PORT] [--token TOKEN] [--map-file PATH] [--log-level LEVEL]
+environment: SP_API_HTTP_HOST, SP_API_HTTP_PORT (default 127.0.0.1:81), SP_AUTH_TOKEN`;
+
+function usage(message: string): never {
+  throw new StorpoolError('CONFIG_ERR_INVALID', `${message}\n${USAGE}`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'meta-dir': { type: 'string' }, etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, listen: { type: 'string' },
+      token: { type: 'string' }, 'map-file': { type: 'string' }, 'log-level': { type: 'string', default: 'info' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  let meta: MetaConfig;
+  if (values['meta-dir'] !== undefined && values.etcd !== undefined) usage('give either --meta-dir or --etcd');
+  if (values['meta-dir'] !== undefined) meta = { backend: 'embedded', dir: resolve(values['meta-dir']) };
+  else if (values.etcd !== undefined) {
+    meta = { backend: 'etcd', endpoints: values.etcd.split(',').filter((e) => e !== ''), ...(values['etcd-prefix'] !== undefined ? { prefix: values['etcd-prefix'] } : {}) };
+  } else usage('--meta-dir or --etcd is required');
+  let host = process.env['SP_API_HTTP_HOST'] ?? '127.0.0.1';
+  let portText = process.env['SP_API_HTTP_PORT'] ?? '81';
+  if (values.listen !== undefined) {
+    const m = /^(.+):(\d+)$/.exec(values.listen);
+    if (m === null) usage(`--listen ${values.listen} is not HOST:PORT`);
+    host = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    portText = m[2]!;
+  }
+  if (!/^\d+$/.test(portText) || Number(portText) > 65535) usage(`port ${portText} is not a port number`);
+  const token = values.token ?? process.env['SP_AUTH_TOKEN'];
+  if (token === undefined || token === '') usage('--token or SP_AUTH_TOKEN is required');
+  const log = pino({ name: 'storpool-mgmt', level: values['log-level'] });
+  const service = await startManagementService({
+    meta, host, port: Number(portText), token, log, ...(values['map-file'] !== undefined ? { mapFile: resolve(values['map-file']) } : {}),
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    service.close().then(() => process.exit(0), (err: unknown) => {
+      log.error({ err }, 'error while stopping');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const e = toStorpoolError(err);
+  process.stderr.write(`storpool-mgmt: ${e.code}: ${e.message.split('\n').join('\n  ')}\n`);
+  if (e.code === 'INTERNAL_ERR') process.stderr.write(`${(err as Error).stack ?? ''}\n`);
+  process.exit(ERRORS[e.code].cliExit);
+});
