@@ -250,7 +250,7 @@ export class EtcdMetaStore extends BaseMetaStore {
     try {
       await this.#call(`revoke lease ${id}`, () => this.#client.leaseClient.leaseRevoke({ ID: id }));
     } catch (error) {
-      if (error instanceof StorpoolError && error.message.startsWith('META_ERR_LEASE_NOT_FOUND')) return;
+      if (error instanceof StorpoolError && error.code === 'META_ERR_LEASE_NOT_FOUND') return;
       throw error;
     }
   }
@@ -407,7 +407,7 @@ class EtcdLease implements Lease {
       await this.#revoke('revoke');
     } catch (error) {
       this.#inner.release(); // unreachable: it expires by itself after the TTL
-      if (!(error instanceof StorpoolError && error.message.startsWith('META_ERR_LEASE_NOT_FOUND'))) throw error;
+      if (!(error instanceof StorpoolError && error.code === 'META_ERR_LEASE_NOT_FOUND')) throw error;
     }
   }
 
