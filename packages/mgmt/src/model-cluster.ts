@@ -252,7 +252,7 @@ function checkClients(state: State, ids: number[]): void {
   }
 }
 
-function reassignOne(state: State, entry: ReassignEntry, index: number): void {
+function reassignOne(state: State, entry: ReassignEntry, index: number, open: ReadonlySet<string>): void {
   const isSnapshot = entry.snapshot !== undefined;
   if ((entry.volume === undefined) === (entry.snapshot === undefined)) throw invalid(`reassign[${index}]: exactly one of volume and snapshot is required`);
   let o: ObjectRecord | undefined;
@@ -272,7 +272,7 @@ function reassignOne(state: State, entry: ReassignEntry, index: number): void {
   for (const client of detach) {
     const a = current.find((x) => x.client === client);
     if (a === undefined) continue;
-    if (a.open === true && entry.force !== true) throw new ApiError('busy', `'${objectName(o)}' is open at client ${client}`);
+    if ((a.open === true || open.has(attachmentKey(a.globalId, client))) && entry.force !== true) throw new ApiError('busy', `'${objectName(o)}' is open at client ${client}`);
     state.attachments.delete(attachmentKey(a.globalId, client));
   }
   for (const [clients, rights] of [[ro, 'ro'], [rw, 'rw']] as const) {
@@ -286,8 +286,9 @@ function reassignOne(state: State, entry: ReassignEntry, index: number): void {
 }
 
 /** Applies every entry in order; any invalid entry fails the whole request (nothing changes). */
-export function reassign(state: State, entries: ReassignEntry[]): void {
-  entries.forEach((entry, index) => reassignOne(state, entry, index));
+export function reassign(state: State, entries: ReassignEntry[], open: ReadonlySet<string> = new Set()): string[] {
+  entries.forEach((entry, index) => reassignOne(state, entry, index, open));
+  return entries.map((e) => findObject(state, e.volume ?? e.snapshot ?? '')?.globalId ?? '');
 }
 
 // ---- key/value buckets ---------------------------------------------------------------------
