@@ -2,7 +2,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
 import { StorpoolError } from '@storpool/errors';
 import { StorpoolApi, StorpoolApiError, StorpoolConfigError, StorpoolConnectionError, type RawResponse } from '../src/index.js';
-import { apiError, ok, startFakeApi, type FakeApi } from './fake-api.js';
+import { apiError, ok, startFakeApi, type FakeApi } from '@storpool/testkit';
 
 const TOKEN = '1556129910218014736';
 let fake: FakeApi;

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorpoolApi, StorpoolConfigError, endpointFromConfig, listDropIns, loadConfig, parseIni, resolveConfigPath } from '../src/index.js';
-import { ok, startFakeApi } from './fake-api.js';
+import { ok, startFakeApi } from '@storpool/testkit';
 
 let dir: string;
 beforeAll(async () => {

@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
-import { apiError, ok, startFakeApi, type FakeApi, type FakeHandler } from './fake-api.js';
+import { apiError, ok, startFakeApi, type FakeApi, type FakeHandler } from '@storpool/testkit';
 import { TOKEN, lines, storpool, writeConf } from './helpers.js';
 
 interface Expected {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { StorpoolApiError, StorpoolConfigError, StorpoolConnectionError } from '@storpool/api-client';
 import { StorpoolError } from '@storpool/errors';
 import { exitCodeFor, formatSize, orderForOclif, parseDuration, parseSize, parseTags, runWords, splitGlobalFlags, UsageError, type CliIo } from '../src/index.js';
-import { apiError, ok, startFakeApi, type FakeApi } from './fake-api.js';
+import { apiError, ok, startFakeApi, type FakeApi } from '@storpool/testkit';
 
 let fake: FakeApi;
 beforeAll(async () => {
