@@ -1,0 +1,149 @@
+/**
+ * Block-service benchmark: fio with ioengine=nbd against storpool's NBD export (replication 1 and
+ * 3 on 3 local servers; writes acknowledged only when durable on every replica), qemu-nbd and
+ * nbdkit's file plugin on a raw file on the same filesystem, and fio libaio direct=1 on the raw
+ * file (with and without fdatasync), with the issue's targets.
+ *
+ *   npm run bench:nbd      (BENCH_SECONDS=10 per test by default; BENCH_DIR picks the filesystem)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { NbdServer, volumeExport } from '@storpool/nbd';
+import { LocalCluster, freePort } from '@storpool/testkit';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const SIZE = 1024 ** 3;
+
+interface Numbers {
+  randWriteIops: number;
+  randReadIops: number;
+  qd1WriteMeanUs: number;
+  qd1WriteP99Us: number;
+  seqWriteMiBs: number;
+}
+
+type Target = string[];
+
+async function fio(target: Target, args: string[]): Promise<Record<string, any>> {
+  const { stdout } = await execa('fio', ['--name=bench', ...target, `--size=${SIZE}`, `--runtime=${SECONDS}`, '--time_based', '--output-format=json', '--randrepeat=0', '--norandommap', ...args]);
+  // The nbd engine prints 'fio: connected to NBD server' lines before the JSON document.
+  return JSON.parse(stdout.slice(stdout.indexOf('{'))).jobs[0];
+}
+
+async function run(target: Target, sync = false): Promise<Numbers> {
+  const syncArgs = sync ? ['--fdatasync=1'] : [];
+  const rw = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=32', ...(sync ? ['--iodepth=1', '--numjobs=32', '--group_reporting'] : []), ...syncArgs]);
+  const rr = await fio(target, ['--rw=randread', '--bs=4k', '--iodepth=32']);
+  const lat = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=1', ...syncArgs]);
+  const seq = await fio(target, ['--rw=write', '--bs=1M', '--iodepth=8', ...syncArgs]);
+  const clat = lat.write.clat_ns;
+  const syncNs = sync ? (lat.sync?.lat_ns?.mean ?? 0) : 0;
+  return {
+    randWriteIops: rw.write.iops,
+    randReadIops: rr.read.iops,
+    qd1WriteMeanUs: (clat.mean + syncNs) / 1000,
+    qd1WriteP99Us: (clat.percentile?.['99.000000'] ?? 0) / 1000,
+    seqWriteMiBs: seq.write.bw_bytes / 1024 ** 2,
+  };
+}
+
+function nbd(port: number, name = ''): Target {
+  return ['--ioengine=nbd', `--uri=nbd://127.0.0.1:${port}/${name}`];
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await execa('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/`]);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`nothing serves NBD on port ${port}`);
+}
+
+async function peer(cmd: string, args: string[], port: number): Promise<{ proc: ChildProcess; stop: () => Promise<void> }> {
+  const proc = spawn(cmd, args, { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  await waitForPort(port);
+  return {
+    proc,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(process.env.BENCH_DIR ?? tmpdir(), 'storpool-nbd-bench-'));
+  const raw = join(dir, 'raw.img');
+  const results = new Map<string, Numbers>();
+  let cluster: LocalCluster | undefined;
+  let server: NbdServer | undefined;
+  try {
+    console.log(`storpool NBD benchmark: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${SECONDS} s per test, files in ${dir}`);
+    await execa('fio', ['--name=fill', `--filename=${raw}`, '--ioengine=libaio', '--direct=1', `--size=${SIZE}`, '--bs=1M', '--iodepth=8', '--rw=write']);
+    const rawTarget = [`--filename=${raw}`, '--ioengine=libaio', '--direct=1'];
+    results.set('fio raw', await run(rawTarget));
+    results.set('fio raw+fsync', await run(rawTarget, true));
+
+    const qport = await freePort();
+    const qemu = await peer('qemu-nbd', ['-f', 'raw', '-t', '-p', String(qport), '-b', '127.0.0.1', '--cache=none', '--aio=native', raw], qport);
+    results.set('qemu-nbd', await run(nbd(qport)));
+    await qemu.stop();
+
+    const kport = await freePort();
+    const kit = await peer('nbdkit', ['-f', '-p', String(kport), '-i', '127.0.0.1', 'file', `file=${raw}`], kport);
+    results.set('nbdkit file', await run(nbd(kport)));
+    await kit.stop();
+    await rm(raw, { force: true });
+
+    cluster = await LocalCluster.start({ disks: 3, replications: [1, 3], diskSizeBytes: 3 * 1024 ** 3, dir, logLevel: 'warn', preallocate: true });
+    const client = await cluster.client();
+    server = new NbdServer({
+      exports: [
+        volumeExport(client.volume({ volumeId: 1, sizeBytes: SIZE, group: 1 }), { name: 'r1' }),
+        volumeExport(client.volume({ volumeId: 2, sizeBytes: SIZE, group: 2 }), { name: 'r3' }),
+      ],
+    });
+    const sport = (await server.listenTcp({ port: 0 })).port;
+    for (const name of ['r1', 'r3']) {
+      // Lay the volume out first so reads hit data and writes overwrite, as on the raw file.
+      await execa('fio', ['--name=fill', ...nbd(sport, name), `--size=${SIZE}`, '--bs=1M', '--iodepth=8', '--rw=write']);
+      results.set(`storpool ${name === 'r1' ? 'rep1' : 'rep3'}`, await run(nbd(sport, name)));
+    }
+  } finally {
+    await server?.close();
+    await cluster?.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  const cols = [...results.keys()];
+  const fmt = (v: number): string => v.toFixed(0).padStart(14);
+  console.log(`${''.padEnd(26)}${cols.map((c) => c.padStart(14)).join('')}`);
+  const rows: [string, keyof Numbers][] = [
+    ['4K randwrite QD32 IOPS', 'randWriteIops'],
+    ['4K randread QD32 IOPS', 'randReadIops'],
+    ['4K randwrite QD1 mean us', 'qd1WriteMeanUs'],
+    ['4K randwrite QD1 p99 us', 'qd1WriteP99Us'],
+    ['1M seq write QD8 MiB/s', 'seqWriteMiBs'],
+  ];
+  for (const [label, key] of rows) console.log(`${label.padEnd(26)}${cols.map((c) => fmt(results.get(c)![key])).join('')}`);
+  const r = results.get('fio raw')!;
+  const s = results.get('storpool rep3')!;
+  const k = results.get('nbdkit file')!;
+  const check = (what: string, value: number, goal: number, higher = true): void =>
+    console.log(`target ${what}: ${value.toFixed(0)} vs ${goal.toFixed(0)}: ${(higher ? value >= goal : value <= goal) ? 'MET' : 'NOT MET'}`);
+  check('rep3 randwrite QD32 >= 0.5 x raw/3', s.randWriteIops, (0.5 * r.randWriteIops) / 3);
+  check('rep3 randread QD32 >= 1.25 x nbdkit', s.randReadIops, 1.25 * k.randReadIops);
+  check('rep3 QD1 write mean <= 300 us', s.qd1WriteMeanUs, 300, false);
+  check('rep3 1M seq write >= 0.8 x raw/3', s.seqWriteMiBs, (0.8 * r.seqWriteMiBs) / 3);
+  console.log('(storpool acknowledges a write when it is durable on every replica; raw, qemu-nbd and nbdkit acknowledge before any flush unless marked fsync)');
+}
+
+await main();
