@@ -85,6 +85,7 @@ async function main(): Promise<void> {
   const results = new Map<string, Numbers>();
   let cluster: LocalCluster | undefined;
   let server: NbdServer | undefined;
+  const peers: { stop: () => Promise<void> }[] = [];
   try {
     console.log(`storpool NBD benchmark: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${SECONDS} s per test, files in ${dir}`);
     await execa('fio', ['--name=fill', `--filename=${raw}`, '--ioengine=libaio', '--direct=1', `--size=${SIZE}`, '--bs=1M', '--iodepth=8', '--rw=write']);
@@ -94,13 +95,17 @@ async function main(): Promise<void> {
 
     const qport = await freePort();
     const qemu = await peer('qemu-nbd', ['-f', 'raw', '-t', '-p', String(qport), '-b', '127.0.0.1', '--cache=none', '--aio=native', raw], qport);
+    peers.push(qemu);
     results.set('qemu-nbd', await run(nbd(qport)));
     await qemu.stop();
+    peers.pop();
 
     const kport = await freePort();
     const kit = await peer('nbdkit', ['-f', '-p', String(kport), '-i', '127.0.0.1', 'file', `file=${raw}`], kport);
+    peers.push(kit);
     results.set('nbdkit file', await run(nbd(kport)));
     await kit.stop();
+    peers.pop();
     await rm(raw, { force: true });
 
     cluster = await LocalCluster.start({ disks: 3, replications: [1, 3], diskSizeBytes: 3 * 1024 ** 3, dir, logLevel: 'warn', preallocate: true });
@@ -118,6 +123,7 @@ async function main(): Promise<void> {
       results.set(`storpool ${name === 'r1' ? 'rep1' : 'rep3'}`, await run(nbd(sport, name)));
     }
   } finally {
+    for (const p of peers) await p.stop();
     await server?.close();
     await cluster?.stop();
     await rm(dir, { recursive: true, force: true });

@@ -1,4 +1,5 @@
 /** Runs the real `storpool` binary with a configuration file pointing at a given API port. */
+import { rmSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +15,16 @@ export interface CliResult {
   stderr: string;
 }
 
+const confDirs: string[] = [];
+// The test files share these config dirs across their tests: remove them when the worker exits.
+process.once('exit', () => {
+  for (const dir of confDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 /** A temp dir holding `storpool.conf` (API on 127.0.0.1:port, SP_OURID in this host's section). */
 export async function writeConf(port: number, ourId = 12): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'storpool-cli-'));
+  confDirs.push(dir);
   const path = join(dir, 'storpool.conf');
   await writeFile(path, `# test\nSP_API_HTTP_HOST=127.0.0.1\nSP_API_HTTP_PORT=${port}\nSP_AUTH_TOKEN=${TOKEN}\n[${hostname()}]\nSP_OURID=${ourId}\n`);
   return path;

@@ -22,6 +22,20 @@ import { startManagementService, type ManagementService } from '@storpool/mgmt';
 import { pino, type Logger } from 'pino';
 
 export const SERVER_BIN = fileURLToPath(new URL('../../server/bin/storpool-server.js', import.meta.url));
+export const BLOCK_BIN = fileURLToPath(new URL('../../block/bin/storpool-block.js', import.meta.url));
+
+/** The block service (storpool-block) of this host, started with SP_OURID = ourId. */
+export interface LocalBlockOptions {
+  /** NBD TCP address, `HOST:PORT` or `off`; default 127.0.0.1:10809. */
+  nbd?: string;
+  /** Default /run/storpool as root, else <dataDir>/run. */
+  runtimeDir?: string;
+  /** Default /dev as root (links in /dev/storpool, /dev/storpool-byid), else <dataDir>/dev. */
+  devRoot?: string;
+  /** Default auto as root, else none (no devices: loop and FUSE mounts need root). */
+  attachMethod?: 'auto' | 'nbd' | 'nbdfuse' | 'none';
+  logLevel?: string;
+}
 
 export interface LocalClusterOptions {
   dataDir: string;
@@ -37,6 +51,8 @@ export interface LocalClusterOptions {
   log?: Logger;
   serverLogLevel?: string;
   shardCount?: number;
+  /** Also start this host's block service (logs/block.log). Default: not started. */
+  block?: boolean | LocalBlockOptions;
 }
 
 export interface LocalServer {
@@ -55,6 +71,8 @@ export interface LocalCluster {
   mapFile: string;
   service: ManagementService;
   servers: LocalServer[];
+  /** The block service, when started (`block` option). */
+  block?: { process: ChildProcess; exited: Promise<void>; nbd: string; devRoot: string; runtimeDir: string };
   stop(): Promise<void>;
 }
 
@@ -62,6 +80,7 @@ export const DEFAULT_PORT = 8181;
 const DEFAULT_DISK_BYTES = 4 * 1024 ** 3;
 const SERVER_START_TIMEOUT_MS = 30_000;
 const SERVER_STOP_TIMEOUT_MS = 10_000;
+const BLOCK_START_TIMEOUT_MS = 30_000;
 
 async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
@@ -143,7 +162,11 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   const ourId = o.ourId ?? 1;
   const servers: LocalServer[] = [];
   let service: ManagementService | undefined;
+  let block: LocalCluster['block'];
   const stop = async (): Promise<void> => {
+    // The block service first: it detaches its devices while the storage is still there.
+    if (block !== undefined) await stopChild(block.process, block.exited);
+    block = undefined;
     await Promise.all(servers.map((s) => stopChild(s.process, s.exited)));
     await service?.close();
     service = undefined;
@@ -189,9 +212,40 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
       `SP_CLUSTER_ID=${service.cluster.spClusterId}`, `SP_CLUSTER_NAME=${service.cluster.name}`, '',
     ].join('\n');
     await writeFile(confPath, conf, { mode: 0o600 });
-    return { dataDir, url, token, confPath, mapFile, service, servers, stop };
+    if (o.block !== undefined && o.block !== false) block = await startBlock(o.block === true ? {} : o.block, dataDir, confPath, mapFile, ourId, service, log);
+    return { dataDir, url, token, confPath, mapFile, service, servers, ...(block !== undefined ? { block } : {}), stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+async function startBlock(b: LocalBlockOptions, dataDir: string, confPath: string, mapFile: string, ourId: number, service: ManagementService, log: Logger): Promise<NonNullable<LocalCluster['block']>> {
+  const root = process.getuid?.() === 0;
+  const nbd = b.nbd ?? '127.0.0.1:10809';
+  const runtimeDir = b.runtimeDir ?? (root ? '/run/storpool' : join(dataDir, 'run'));
+  const devRoot = b.devRoot ?? (root ? '/dev' : join(dataDir, 'dev'));
+  const method = b.attachMethod ?? (root ? 'auto' : 'none');
+  const logFile = createWriteStream(join(dataDir, 'logs', 'block.log'), { flags: 'a' });
+  const child = spawn(process.execPath, [BLOCK_BIN, '--nbd', nbd, '--runtime-dir', runtimeDir, '--dev-root', devRoot, '--attach-method', method, '--map-file', mapFile, '--log-level', b.logLevel ?? 'info'], {
+    env: { ...process.env, STORPOOL_CONF: confPath, SP_OURID: String(ourId) }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout?.pipe(logFile);
+  child.stderr?.pipe(logFile);
+  const exited = new Promise<void>((r) => child.once('exit', (code, signal) => {
+    log.info({ code, signal }, 'block service exited');
+    r();
+  }));
+  const handle = { process: child, exited, nbd, devRoot, runtimeDir };
+  // Ready once it has reported to mgmt (VolumesReassignWait waits for it from then on).
+  const deadline = Date.now() + BLOCK_START_TIMEOUT_MS;
+  while ((await service.meta.get(`mgmt-clients/${ourId}`)) === undefined) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error('the block service exited at startup (see logs/block.log)');
+    if (Date.now() > deadline) {
+      await stopChild(child, exited);
+      throw new Error(`the block service did not report within ${BLOCK_START_TIMEOUT_MS} ms (see logs/block.log)`);
+    }
+    await sleep(50);
+  }
+  return handle;
 }

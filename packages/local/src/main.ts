@@ -6,6 +6,8 @@
  *   SP_AUTH_TOKEN     API token (default: kept from the data directory's storpool.conf, else new)
  *   STORPOOL_DISK_SIZE  bytes per disk file on first run (default 4 GiB, sparse)
  *   STORPOOL_LOG_LEVEL  log level (default info)
+ *   STORPOOL_BLOCK      `off`: do not start this host's block service (storpool-block)
+ *   STORPOOL_NBD_LISTEN the block service's NBD address (default 127.0.0.1:10809)
  */
 import { resolve } from 'node:path';
 import { pino } from 'pino';
@@ -21,6 +23,9 @@ async function main(): Promise<void> {
   if (sizeText !== undefined && !/^\d+$/.test(sizeText)) throw new Error(`STORPOOL_DISK_SIZE=${sizeText} must be a number of bytes`);
   const cluster = await startLocalCluster({
     dataDir, port: Number(portText), log, serverLogLevel: 'info',
+    // This host's block service (SP_OURID 1): volumes attached `here` appear as /dev/storpool/NAME
+    // and as NBD exports on STORPOOL_NBD_LISTEN (default 127.0.0.1:10809); STORPOOL_BLOCK=off skips it.
+    ...(env['STORPOOL_BLOCK'] === 'off' ? {} : { block: { ...(env['STORPOOL_NBD_LISTEN'] !== undefined ? { nbd: env['STORPOOL_NBD_LISTEN'] } : {}) } }),
     ...(env['SP_API_HTTP_HOST'] !== undefined ? { host: env['SP_API_HTTP_HOST'] } : {}),
     ...(env['SP_AUTH_TOKEN'] !== undefined && env['SP_AUTH_TOKEN'] !== '' ? { token: env['SP_AUTH_TOKEN'] } : {}),
     ...(sizeText !== undefined ? { diskSizeBytes: Number(sizeText) } : {}),
@@ -29,6 +34,7 @@ async function main(): Promise<void> {
     '',
     `storpool local cluster is up: ${cluster.servers.length} storage servers, data in ${cluster.dataDir}`,
     `STORPOOL_API=${cluster.url}/ctrl/1.0/`,
+    ...(cluster.block !== undefined ? [`block service: NBD on ${cluster.block.nbd}, devices in ${cluster.block.devRoot}/storpool (logs/block.log)`] : []),
     `config (for the storpool CLI): ${cluster.confPath}   e.g. cp ${cluster.confPath} /etc/storpool.conf`,
     'try:',
     `  curl -s -H 'Authorization: Storpool v1:${cluster.token}' ${cluster.url}/ctrl/1.0/VolumeTemplatesList`,

@@ -66,27 +66,36 @@ export function clientAttachments(state: State, client: number): Record<string, 
   });
 }
 
-/** Per client, the attachments (key -> rights) of a state, to see which clients a change touches. */
-export function attachmentDigest(state: State): Map<number, string> {
-  const per = new Map<number, string[]>();
-  for (const a of state.attachments.values()) {
+/**
+ * What a client sees of each attachment (rights, name, data identity, size), by attachment key:
+ * comparing two digests tells which clients a change touches.
+ */
+export function attachmentDigest(state: State): Map<string, { client: number; globalId: string; text: string }> {
+  const out = new Map<string, { client: number; globalId: string; text: string }>();
+  for (const [key, a] of state.attachments) {
     const o = state.objects.get(a.globalId);
-    const list = per.get(a.client) ?? [];
-    list.push(`${a.globalId}:${a.rights}:${o === undefined ? '' : `${objectName(o)}:${o.dataId}:${o.size}`}`);
-    per.set(a.client, list);
+    out.set(key, { client: a.client, globalId: a.globalId, text: `${a.rights}:${o === undefined ? '' : `${objectName(o)}:${o.dataId}:${o.parents.join('.')}:${o.size}`}` });
   }
-  return new Map([...per].map(([c, l]) => [c, l.sort().join(',')]));
+  return out;
 }
 
-export function changedClients(before: Map<number, string>, after: Map<number, string>): { attached: number[]; detached: number[] } {
-  const attached: number[] = [];
-  const detached: number[] = [];
-  for (const c of new Set([...before.keys(), ...after.keys()])) {
-    if (before.get(c) === after.get(c)) continue;
-    if (after.has(c)) attached.push(c);
-    else detached.push(c);
+/** Clients that gained or changed an attachment, clients that only lost some, and the objects concerned. */
+export function changedClients(before: ReturnType<typeof attachmentDigest>, after: ReturnType<typeof attachmentDigest>): { attached: number[]; detached: number[]; objects: Set<string> } {
+  const attached = new Set<number>();
+  const detached = new Set<number>();
+  const objects = new Set<string>();
+  for (const [key, a] of after) {
+    if (before.get(key)?.text === a.text) continue;
+    attached.add(a.client);
+    objects.add(a.globalId);
   }
-  return { attached, detached };
+  for (const [key, b] of before) {
+    if (after.has(key)) continue;
+    detached.add(b.client);
+    objects.add(b.globalId);
+  }
+  for (const c of attached) detached.delete(c);
+  return { attached: [...attached], detached: [...detached], objects };
 }
 
 export interface WaitOptions {
@@ -96,7 +105,7 @@ export interface WaitOptions {
   detached: number[];
   generation: number;
   /** API `attachTimeout` (seconds): how long to wait for a client that is not connected; absent: forever. */
-  attachTimeoutSec?: number;
+  attachTimeoutSec?: number | undefined;
   /** The objects of the request (errors reported for other objects do not fail it). */
   objects: Set<string>;
   /** Names of the objects per globalId, for error messages. */

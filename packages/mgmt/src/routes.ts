@@ -6,6 +6,7 @@ import { ApiError, invalid, notFound } from './api-error.js';
 import type { ClusterModel } from './cluster-model.js';
 import type { CallReply, CallRequest, Dispatch } from './http.js';
 import type { LiveView } from './live.js';
+import { attachmentDigest, changedClients, clientAttachments, isConnected, openAttachments, readClientStatuses, waitForClients, writeClientStatus } from './client-status.js';
 import * as cluster from './model-cluster.js';
 import { findObject, findSnapshot, findVolume } from './model-helpers.js';
 import * as volumes from './model-volumes.js';
@@ -53,6 +54,30 @@ async function mutate(c: Ctx, fn: (state: State, ctx: ReturnType<ClusterModel['c
   return ok(r.generation, r.result ?? {});
 }
 
+/**
+ * A mutation that changes what attached clients see (attachments, a volume's data identity, size
+ * or name): returns once the affected clients' block services applied it (see client-status.ts).
+ * `strict` (VolumesReassignWait) fails the call when a client does not apply it; otherwise the
+ * change stands and a client that is late only gets logged.
+ */
+async function mutateAndSync(c: Ctx, fn: (state: State, ctx: ReturnType<ClusterModel['context']>) => Record<string, unknown> | void, o: { strict: boolean; attachTimeoutSec?: number }): Promise<CallReply> {
+  let before: ReturnType<typeof attachmentDigest> = new Map();
+  const r = await c.model.mutate((st, ctx) => {
+    before = attachmentDigest(st);
+    const result = fn(st, ctx);
+    return result;
+  });
+  const after = attachmentDigest(r.state);
+  const changed = changedClients(before, after);
+  const describe = (gid: string): string => { const x = r.state.objects.get(gid); return x === undefined ? gid : `'${x.name ?? `~${gid}`}'`; };
+  try {
+    await waitForClients(c.model.store.meta, { ...changed, generation: r.generation, describe, attachTimeoutSec: o.attachTimeoutSec ?? (o.strict ? undefined : 0) });
+  } catch (err) {
+    if (o.strict) throw err;
+  }
+  return ok(r.generation, r.result ?? {});
+}
+
 const arg = (c: Ctx, i = 0): string => c.req.args[i]!;
 const volumeArg = (c: Ctx): string => checkVolumeRef(arg(c));
 const snapshotArg = (c: Ctx): string => checkSnapshotRef(arg(c));
@@ -92,10 +117,16 @@ async function clusterStatus(c: Ctx, state: State, withClients: boolean): Promis
   return { clusterStatus: 'running', mgmt, clients, servers, bridges: {}, iscsiTargets: {} };
 }
 
-function clientsConfig(state: State, delay: number): views.Json[] {
-  return [...state.clients.values()].sort((a, b) => a.id - b.id).map((cl) => ({
-    id: cl.id, generation: state.counters.generation, clientGeneration: state.counters.generation, configStatus: 'ok', delay,
-  }));
+async function clientsConfig(c: Ctx, state: State, delay: number): Promise<views.Json[]> {
+  const statuses = await readClientStatuses(c.model.store.meta);
+  const generation = state.counters.generation;
+  return [...state.clients.values()].sort((a, b) => a.id - b.id).map((cl) => {
+    const st = statuses.get(cl.id);
+    // A client that never ran a block service is reported as caught up (nothing to apply).
+    const clientGeneration = st === undefined ? generation : Math.min(st.generation, generation);
+    const configStatus = st !== undefined && !isConnected(st) ? 'down' : clientGeneration < generation ? 'updating' : 'ok';
+    return { id: cl.id, generation, clientGeneration, configStatus, delay };
+  });
 }
 
 function reassignEntries(body: unknown, wait: boolean): cluster.ReassignEntry[] {
@@ -128,7 +159,7 @@ const routes: Record<string, Route | Route[]> = {
   VolumeUpdate: R('POST', 1, (c) => {
     const ref = volumeArg(c);
     const body = s.defined(s.parse(s.volumeUpdate, bodyOrEmpty(c)));
-    return mutate(c, (st, ctx) => volumes.updateVolume(st, ctx, ref, body));
+    return mutateAndSync(c, (st, ctx) => volumes.updateVolume(st, ctx, ref, body), { strict: false });
   }),
   VolumeDelete: R('POST', 1, (c) => {
     const ref = volumeArg(c);
@@ -139,7 +170,7 @@ const routes: Record<string, Route | Route[]> = {
     const ref = volumeArg(c);
     const body = s.parse(s.volumeRevert, c.req.body);
     checkSnapshotRef(body.toSnapshot, 'toSnapshot');
-    return mutate(c, (st, ctx) => volumes.revertVolume(st, ctx, ref, body.toSnapshot, body.revertSize === true));
+    return mutateAndSync(c, (st, ctx) => volumes.revertVolume(st, ctx, ref, body.toSnapshot, body.revertSize === true), { strict: false });
   }),
   VolumeFreeze: R('POST', 1, (c) => {
     const ref = volumeArg(c);
@@ -176,10 +207,10 @@ const routes: Record<string, Route | Route[]> = {
   VolumeSnapshot: R('POST', 1, (c) => {
     const ref = volumeArg(c);
     const body = s.defined(s.parse(s.volumeSnapshot, bodyOrEmpty(c)));
-    return mutate(c, (st, ctx) => {
+    return mutateAndSync(c, (st, ctx) => {
       const r = volumes.snapshotVolume(st, ctx, ref, body);
       return { autoName: r.name, snapshotGlobalId: r.globalId, snapshotVisibleVolumeId: r.visibleVolumeId };
-    });
+    }, { strict: false });
   }),
   SnapshotsList: R('GET', 0, (c) => read(c, (st) => snapshotsOf(st).map((o) => views.snapshotSummary(st, o)))),
   Snapshot: R('GET', 1, (c) => read(c, (st) => [views.snapshotSummary(st, findSnapshot(st, snapshotArg(c), true))])),
@@ -206,17 +237,21 @@ const routes: Record<string, Route | Route[]> = {
       checkVolumeRef(e.volume, `volumes[${i}].volume`);
       return s.defined(e);
     });
-    return mutate(c, (st, ctx) => ({ snapshots: volumes.groupSnapshot(st, ctx, entries, body.tags) }));
+    return mutateAndSync(c, (st, ctx) => ({ snapshots: volumes.groupSnapshot(st, ctx, entries, body.tags) }), { strict: false });
   }),
   // ---- attachments
   AttachmentsList: R('GET', 0, (c) => read(c, (st) => views.attachmentsList(st))),
-  VolumesReassign: R('POST', 0, (c) => {
+  VolumesReassign: R('POST', 0, async (c) => {
     const entries = reassignEntries(c.req.body, false);
-    return mutate(c, (st) => cluster.reassign(st, entries));
+    const open = openAttachments(await readClientStatuses(c.model.store.meta));
+    return mutate(c, (st) => { cluster.reassign(st, entries, open); });
   }),
-  VolumesReassignWait: R('POST', 0, (c) => {
+  VolumesReassignWait: R('POST', 0, async (c) => {
     const entries = reassignEntries(c.req.body, true);
-    return mutate(c, (st) => cluster.reassign(st, entries));
+    const parsed = s.parse(s.reassignWait, c.req.body);
+    const attachTimeout = Array.isArray(parsed) ? undefined : parsed.attachTimeout;
+    const open = openAttachments(await readClientStatuses(c.model.store.meta));
+    return mutateAndSync(c, (st) => { cluster.reassign(st, entries, open); }, { strict: true, ...(attachTimeout !== undefined ? { attachTimeoutSec: attachTimeout } : {}) });
   }),
   // ---- templates
   VolumeTemplatesList: R('GET', 0, (c) => read(c, (st) => [...st.templates.values()].sort((a, b) => a.id - b.id).map((t) => views.templateDesc(st, t)))),
@@ -290,12 +325,29 @@ const routes: Record<string, Route | Route[]> = {
   }),
   ServersList: R('GET', 0, (c) => read(c, (st) => clusterStatus(c, st, false))),
   ServicesList: R('GET', 0, (c) => read(c, (st) => clusterStatus(c, st, true))),
-  ClientsConfigDump: R('GET', 0, (c) => read(c, (st) => clientsConfig(st, 0))),
-  ClientConfigWait: R('GET', 1, (c) => read(c, (st) => {
+  ClientsConfigDump: R('GET', 0, (c) => read(c, (st) => clientsConfig(c, st, 0))),
+  ClientConfigWait: R('GET', 1, (c) => read(c, async (st) => {
     const id = checkClientId(parseIntId(arg(c), 'clientId'));
     if (!st.clients.has(id)) throw notFound(`client ${id}`);
-    return clientsConfig(st, 0).filter((x) => x['id'] === id);
+    const started = Date.now();
+    await waitForClients(c.model.store.meta, { attached: [id], detached: [], objects: new Set(), generation: st.counters.generation, attachTimeoutSec: 0 }).catch(() => undefined);
+    return (await clientsConfig(c, st, Math.round((Date.now() - started) / 1000))).filter((x) => x['id'] === id);
   })),
+  /** storpool extension: the block service's view of its host's attachments, with data identities. */
+  ClientAttachments: R('GET', 1, (c) => read(c, (st) => {
+    const id = checkClientId(parseIntId(arg(c), 'clientId'));
+    if (!st.clients.has(id)) throw notFound(`client ${id}`);
+    return { generation: st.counters.generation, attachments: clientAttachments(st, id) };
+  })),
+  /** storpool extension: the block service reports the generation it applied and its open devices. */
+  ClientStatus: R('POST', 1, async (c) => {
+    const id = checkClientId(parseIntId(arg(c), 'clientId'));
+    const body = s.parse(s.clientStatus, c.req.body);
+    const st = await c.model.read();
+    if (!st.clients.has(id)) throw notFound(`client ${id}`);
+    await writeClientStatus(c.model.store.meta, id, { generation: body.generation, open: body.open ?? [], errors: body.errors ?? {} });
+    return ok(st.counters.generation);
+  }),
   /** storpool extension: the block service registers its host's client id (SP_OURID). */
   ClientRegister: R('POST', 1, (c) => {
     const id = checkClientId(parseIntId(arg(c), 'clientId'));

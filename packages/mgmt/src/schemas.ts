@@ -84,6 +84,13 @@ export const reassignWait = z.union([
   z.object({ reassign, attachTimeout: intLike.optional() }),
 ]);
 
+/** storpool extension: `POST ClientStatus/<id>` from the block service. */
+export const clientStatus = z.object({
+  generation: z.number().int().min(0),
+  open: z.array(z.string().max(256)).max(4096).optional(),
+  errors: z.record(z.string().max(256), z.string().max(4096)).optional(),
+});
+
 export const templateCreate = z.object({
   ...policy,
   name,
