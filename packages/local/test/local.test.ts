@@ -3,10 +3,10 @@
  * and a free port, use the API, SIGTERM it, check that no child process is left, start it again
  * and find the data (volumes, token, disks) reused.
  */
+import { freePort } from '@storpool/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,18 +56,6 @@ function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      if (a === null || typeof a === 'string') return reject(new Error('no port'));
-      s.close(() => resolve(a.port));
-    });
-  });
 }
 
 /** Starts the launcher; resolves with its API base once it printed STORPOOL_API=. */
