@@ -71,7 +71,9 @@ describe('fault injection', () => {
         }
       }
     });
-    await new Promise((r) => setTimeout(r, 400));
+    // Kill once the stream is well under way (two rounds acknowledged), however loaded the machine.
+    const started = Date.now();
+    while (slots.reduce((n, s) => n + s.ackedGen, 0) < 128 && Date.now() - started < 20_000) await new Promise((r) => setTimeout(r, 10));
     killed = true;
     await cluster.killServer(victim, 'SIGKILL');
     await Promise.all(runners);

@@ -157,6 +157,7 @@ interface Extent {
 export class JournalRing {
   #pos: number;
   #live: Extent[] = [];
+  #flushedSeq = 0;
 
   constructor(pos: number) {
     assert(pos >= 0 && pos < JOURNAL_BYTES && pos % RECORD_ALIGN === 0);
@@ -183,6 +184,12 @@ export class JournalRing {
 
   /** The index is durable up to `seq`: the space of those records can be reused. */
   flushedThrough(seq: number): void {
+    this.#flushedSeq = Math.max(this.#flushedSeq, seq);
     this.#live = this.#live.filter((e) => e.seq > seq);
+  }
+
+  /** The highest sequence the index holds durably (as far as this process knows). */
+  get flushedSeq(): number {
+    return this.#flushedSeq;
   }
 }
