@@ -246,7 +246,7 @@ print(json.dumps(out))
   });
 
   it('fio --ioengine=nbd random writes at QD16 verified with crc32c', async () => {
-    const { stdout } = await run('fio', ['--name=verify', '--ioengine=nbd', `--uri=${uri('fio')}`, '--rw=randwrite', '--bs=4k', '--bsrange=4k-64k', '--size=32M', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json']);
+    const { stdout } = await run('fio', ['--name=verify', '--ioengine=nbd', `--uri=${uri('fio')}`, '--rw=randwrite', '--bs=4k', '--bsrange=4k-64k', '--size=32M', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', '--output-format=json']);
     const result = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number } }[] };
     expect(result.jobs[0]?.error).toBe(0);
     expect(result.jobs[0]?.write.io_bytes).toBeGreaterThanOrEqual(32 * MiB);
