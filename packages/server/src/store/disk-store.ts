@@ -632,10 +632,18 @@ export class DiskStore {
         const out = lmdb.pointers(key, id, firstBlock, count);
         const m = this.overlayBlocks.get(id);
         if (m === undefined) return out;
-        for (const [b, { pointer }] of m) {
-          if (b < firstBlock || b >= firstBlock + count) continue;
+        const apply = (b: number, pointer: Pointer | null): void => {
           if (pointer === null) out.delete(b);
           else out.set(b, pointer);
+        };
+        // Walk whichever is smaller: the requested range or the object's overlay.
+        if (count < m.size) {
+          for (let b = firstBlock; b < firstBlock + count; b++) {
+            const e = m.get(b);
+            if (e !== undefined) apply(b, e.pointer);
+          }
+        } else {
+          for (const [b, { pointer }] of m) if (b >= firstBlock && b < firstBlock + count) apply(b, pointer);
         }
         return out;
       },
