@@ -5,6 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { afterAll } from 'vitest';
 
 export const STORPOOL_BIN = fileURLToPath(new URL('../bin/storpool.js', import.meta.url));
 export const TOKEN = '1556129910218014736';
@@ -16,9 +17,9 @@ export interface CliResult {
 }
 
 const confDirs: string[] = [];
-// The test files share these config dirs across their tests: remove them when the worker exits.
-process.once('exit', () => {
-  for (const dir of confDirs) rmSync(dir, { recursive: true, force: true });
+// The config dirs a test file made are removed when that file's tests are done.
+afterAll(() => {
+  for (const dir of confDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
 /** A temp dir holding `storpool.conf` (API on 127.0.0.1:port, SP_OURID in this host's section). */
