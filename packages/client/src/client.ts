@@ -315,7 +315,7 @@ export class Volume {
     return this.#rangeOp(Op.WRITE_ZEROES, offset, length);
   }
 
-  /** Writes are durable when acknowledged; flush only waits for nothing to be in flight from us. */
+  /** Nothing to do: every write is durable on every replica when it is acknowledged. */
   async flush(): Promise<void> {}
 
   /**

@@ -1,2 +1,2 @@
 export { StorpoolClient, Volume, splitByObject, type ClientOptions, type ClientCounters, type VolumeSpec } from './client.js';
-export { FileShardMapSource, StaticShardMapSource, type ShardMapSource } from '@storpool/net';
+export { FileShardMapSource, type ShardMapSource } from '@storpool/net';

@@ -1,3 +1,3 @@
 export { WireConnection, type WireConnectionOptions, type WireRequest } from './wire-connection.js';
-export { FileShardMapSource, ShardMapView, StaticShardMapSource, type ShardMapSource } from './map-source.js';
+export { FileShardMapSource, ShardMapView, type ShardMapSource } from './map-source.js';
 export { ConnectionPool, type ConnectionPoolOptions } from './connection-pool.js';

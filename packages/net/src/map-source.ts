@@ -35,19 +35,6 @@ export class FileShardMapSource implements ShardMapSource {
   }
 }
 
-export class StaticShardMapSource implements ShardMapSource {
-  #map: ShardMap;
-  constructor(map: ShardMap) {
-    this.#map = map;
-  }
-  set(map: ShardMap): void {
-    this.#map = map;
-  }
-  async load(): Promise<ShardMap> {
-    return this.#map;
-  }
-}
-
 /**
  * Holds the current router and refreshes it from the source, one load at a time (concurrent
  * callers share it). Never goes back to an older epoch.

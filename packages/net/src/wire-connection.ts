@@ -165,9 +165,7 @@ export class WireConnection {
         pending.resolve(frame);
       } else {
         const message = frame.payload.length > 0 ? frame.payload.toString('utf8') : undefined;
-        const err = new StorpoolError(codeFromWire(frame.header.status), message);
-        (err as StorpoolError & { serverEpoch?: number }).serverEpoch = frame.header.epoch;
-        pending.reject(err);
+        pending.reject(new StorpoolError(codeFromWire(frame.header.status), message));
       }
     }
   }

@@ -37,7 +37,7 @@ import {
   type ObjectKey,
   type ObjectValue,
 } from './keys.js';
-import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, PIPELINE_CYCLES_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
+import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
 import { acquireDiskLock } from './lock.js';
 import { JOURNAL_BYTES, JOURNAL_OFFSET, JournalRing, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, journalSalt, recordBodyBytes, recordBytes, type JournalOp } from './journal.js';
 import { chooseSuperblock, type Superblock } from './superblock.js';
@@ -136,9 +136,12 @@ export class DiskStore {
   private readonly ring: JournalRing;
   private readonly journalSaltValue: number;
   /** A cycle is allocating/writing/fdatasyncing its data (stage 1). */
-  private dataStageBusy = false;
-  /** Ops of cycles that have left the queue and not finished (at most PIPELINE_CYCLES_MAX). */
-  private readonly activeCycles = new Set<Op[]>();
+  /**
+   * The running cycle's ops (allocate, write, journal, fdatasync, publish), or null. One cycle at
+   * a time: ops arriving meanwhile queue for the next one, which is what batches them; the LMDB
+   * checkpoint runs apart, in the background.
+   */
+  private cycle: Op[] | null = null;
   private cycleScheduled = false;
   /** Journal sequence of the last cycle made durable and visible (published). */
   private publishedSeq: number;
@@ -433,7 +436,7 @@ export class DiskStore {
 
   private scheduleCycle(): void {
     // A busy pipeline starts the next cycle itself when a stage frees up.
-    if (this.cycleScheduled || this.dataStageBusy || this.activeCycles.size >= PIPELINE_CYCLES_MAX) return;
+    if (this.cycleScheduled || this.cycle !== null) return;
     this.cycleScheduled = true;
     // A microtask lets every call made in the same tick join the cycle.
     queueMicrotask(() => {
@@ -457,9 +460,8 @@ export class DiskStore {
   }
 
   /**
-   * One group-commit cycle: allocate, write data, write the journal record, fdatasync, commit the
-   * index, resolve. Cycles are pipelined: cycle N+1 writes and fdatasyncs while N's index commit
-   * runs; index transactions run and resolve in journal order.
+   * One group-commit cycle: allocate, write data, write the journal record, fdatasync, publish to
+   * the overlay and resolve. One cycle runs at a time; the LMDB checkpoint runs in the background.
    *
    * DURABILITY: (1) blocks are allocated in memory only (never blocks the committed index or an
    * earlier in-flight cycle references); (2) every write's data goes to its new blocks, one writev
@@ -472,27 +474,23 @@ export class DiskStore {
    * than the index's journal sequence. Nothing is acknowledged before (5).
    */
   private tryStartCycle(): void {
-    if (this.failed !== null || this.dataStageBusy || this.activeCycles.size >= PIPELINE_CYCLES_MAX || this.queue.length === 0) return;
+    if (this.failed !== null || this.cycle !== null || this.queue.length === 0) return;
     const ops = this.takeBatch();
     assert(ops.length > 0);
-    this.dataStageBusy = true;
-    this.activeCycles.add(ops);
+    this.cycle = ops;
     const live = this.allocateCycle(ops);
     this.writeCycleData(live, (err, writesFailed) => {
       if (this.failed !== null || err !== null) {
-        this.dataStageBusy = false;
         this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
       }
       const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim' || op.kind === 'zero');
       if (writesFailed !== null) this.rejectWrites(live, writesFailed);
       if (toCommit.length === 0) {
-        this.dataStageBusy = false;
         this.endCycle(ops);
         return;
       }
       this.journalAndSync(toCommit, (syncErr, seq) => {
-        this.dataStageBusy = false;
         if (this.failed !== null || syncErr !== null) {
           this.fail(this.failed ?? (syncErr as StorpoolError), ops);
           return;
@@ -707,7 +705,8 @@ export class DiskStore {
   }
 
   private endCycle(ops: Op[]): void {
-    assert(this.activeCycles.delete(ops), 'ending a cycle that is active');
+    assert(this.cycle === ops, 'ending the running cycle');
+    this.cycle = null;
     this.tryStartCycle();
     this.notifyIdle();
   }
@@ -745,7 +744,7 @@ export class DiskStore {
   }
 
   private notifyIdle(): void {
-    if (this.activeCycles.size > 0 || this.queue.length > 0 || this.readsInFlight > 0) return;
+    if (this.cycle !== null || this.queue.length > 0 || this.readsInFlight > 0) return;
     for (const w of this.idleWaiters.splice(0)) w();
   }
 

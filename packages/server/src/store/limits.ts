@@ -51,8 +51,3 @@ assert(DATA_OFFSET_BYTES % BLOCK_BYTES === 0);
 assert(CYCLE_BYTES_MAX >= OBJECT_BYTES, 'a whole-object write must fit one cycle');
 assert(CYCLE_BYTES_MAX % BLOCK_BYTES === 0);
 
-/**
- * Group-commit cycles in flight: one writing its data and journal record and fdatasyncing them,
- * the others committing their index transactions (LMDB's single writer orders them).
- */
-export const PIPELINE_CYCLES_MAX = 3;
