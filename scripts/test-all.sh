@@ -4,10 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use: fio (benchmark peer), etcd (metadata store tests), real NBD
-# clients (libnbd-bin: nbdinfo, nbdcopy, nbdsh; python3-libnbd; qemu-utils: qemu-img, qemu-io), nbdkit,
-# and for attached devices nbdfuse + losetup (util-linux) and mkfs.ext4/fsck (e2fsprogs).
-DEBS=(fio etcd-server etcd-client libnbd-bin python3-libnbd qemu-utils nbdkit nbdfuse e2fsprogs util-linux qemu-system-x86)
+# Debian packages the tests use: one list per concern in scripts/debs/*.txt (one package per line,
+# '#' comments), so that each suite declares its own.
+mapfile -t DEBS < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/debs/*.txt | grep -v '^$' | sort -u)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
