@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'integrations/*/test/**/*.test.ts', 'bench/test/**/*.test.ts', 'vm-test/test/**/*.test.ts'],
+    include: ['packages/*/test/**/*.test.ts', 'integrations/*/test/**/*.test.ts', 'bench/test/**/*.test.ts', 'vm-test/test/**/*.test.ts', 'fault-test/test/**/*.test.ts'],
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 60_000,
