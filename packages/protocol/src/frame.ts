@@ -7,6 +7,7 @@
 import { StorpoolError } from '@storpool/errors';
 import { crc32c, chunkCount } from './crc.js';
 import { CRC_BYTES, FRAME_PAYLOAD_BYTES_MAX, OBJECT_BYTES } from './limits.js';
+import { isScrubCommand } from './scrub.js';
 
 export const REQUEST_MAGIC = 0x51525053; // "SPRQ" little-endian
 export const REPLY_MAGIC = 0x53525053; // "SPRS" little-endian
@@ -29,10 +30,17 @@ export const Op = {
   REPLICA_TRIM: 21,
   /** Reads this disk's own copy: no forwarding, no repair (replica checks, repair source). */
   REPLICA_READ: 22,
+  /**
+   * Reads this disk's own copy wherever the map places the object (no shard check, no repair):
+   * the scrubber's repair source. The requester checks the bytes against its own stored CRCs.
+   */
+  COPY_READ: 23,
   /** Recovery: list objects (with versions) this disk holds. */
   OBJECT_LIST: 30,
   /** Deletes every object of a data id (a deleted volume or snapshot) on this disk. */
   PURGE: 31,
+  /** Scrubber control of this disk: `offset` = ScrubCommand; the reply is the scrub status (JSON). */
+  SCRUB: 32,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_CODES: ReadonlySet<number> = new Set(Object.values(Op));
@@ -184,6 +192,7 @@ export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
   if (h.payloadBytes > FRAME_PAYLOAD_BYTES_MAX) throw invalid(`payload of ${h.payloadBytes} bytes exceeds ${FRAME_PAYLOAD_BYTES_MAX}`);
   if (h.offset > OBJECT_BYTES || h.length > OBJECT_BYTES - h.offset) throw invalid(`range ${h.offset}+${h.length} outside the object`);
   if (h.parentCount > PARENTS_MAX) throw invalid(`${h.parentCount} parents exceed ${PARENTS_MAX}`);
+  if (h.op === Op.SCRUB && !isScrubCommand(h.offset)) throw invalid(`unknown scrub command ${h.offset}`);
   if (h.parentCount > 0 && !opTakesParents(h.op)) throw invalid(`${opName(h.op)} takes no parents`);
   const parentBytes = h.parentCount * PARENT_ID_BYTES;
   if (opCarriesData(h.op)) {

@@ -3,3 +3,4 @@ export * from './crc.js';
 export * from './frame.js';
 export * from './handshake.js';
 export * from './shardmap.js';
+export * from './scrub.js';

@@ -4,6 +4,7 @@
  *
  *   storpool-server disk init PATH --size SIZE --cluster-id UUID --disk-id N [--force] [--index-dir DIR]
  *   storpool-server serve --disk PATH --map FILE [--listen HOST:PORT] [--index-dir DIR] [--log-level LEVEL]
+ *                         [--scrub-mbps N] [--scrub-interval SECONDS]
  */
 import { parseArgs } from 'node:util';
 import { ERRORS, StorpoolError, toStorpoolError } from '@storpool/errors';
@@ -15,10 +16,18 @@ import { formatDisk } from './store/index.js';
 
 const USAGE = `usage:
   storpool-server disk init PATH --size SIZE --cluster-id UUID --disk-id N [--force] [--index-dir DIR]
-  storpool-server serve --disk PATH --map FILE [--listen HOST:PORT] [--index-dir DIR] [--log-level LEVEL]`;
+  storpool-server serve --disk PATH --map FILE [--listen HOST:PORT] [--index-dir DIR] [--log-level LEVEL]
+                        [--scrub-mbps N] [--scrub-interval SECONDS]
+    --scrub-mbps: scrubber bandwidth in MB/s (10^6 bytes; 0 = unthrottled; default 32)
+    --scrub-interval: a scrub pass this many seconds after the previous one (0 = only on demand; default 604800)`;
 
 function usage(message: string): never {
   throw new StorpoolError('CONFIG_ERR_INVALID', `${message}\n${USAGE}`);
+}
+
+function nonNegative(flag: string, text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text)) usage(`${flag} ${text} is not a non-negative number`);
+  return Number(text);
 }
 
 async function diskInit(args: string[]): Promise<void> {
@@ -44,7 +53,7 @@ async function diskInit(args: string[]): Promise<void> {
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { disk: { type: 'string' }, map: { type: 'string' }, listen: { type: 'string' }, 'index-dir': { type: 'string' }, 'log-level': { type: 'string', default: 'info' } },
+    options: { disk: { type: 'string' }, map: { type: 'string' }, listen: { type: 'string' }, 'index-dir': { type: 'string' }, 'log-level': { type: 'string', default: 'info' }, 'scrub-mbps': { type: 'string' }, 'scrub-interval': { type: 'string' } },
   });
   const diskPath = values.disk ?? usage('--disk is required');
   const mapPath = values.map ?? usage('--map is required');
@@ -54,9 +63,13 @@ async function serve(args: string[]): Promise<void> {
     if (m === null || Number(m[2]) > 65535) usage(`--listen ${values.listen} is not HOST:PORT`);
     listen = { host: m[1]!, port: Number(m[2]) };
   }
+  const scrub = {
+    ...(values['scrub-mbps'] !== undefined ? { scrubBandwidthBytesPerSecond: Math.round(nonNegative('--scrub-mbps', values['scrub-mbps']) * 1_000_000) } : {}),
+    ...(values['scrub-interval'] !== undefined ? { scrubIntervalMs: Math.round(nonNegative('--scrub-interval', values['scrub-interval']) * 1000) } : {}),
+  };
   const log = pino({ name: 'storpool-server', level: values['log-level'] });
   const view = await ShardMapView.open(new FileShardMapSource(mapPath));
-  const server = await startStorageServer({ diskPath, view, log, ...(listen ? { listen } : {}), ...(values['index-dir'] !== undefined ? { indexDir: values['index-dir'] } : {}) });
+  const server = await startStorageServer({ diskPath, view, log, ...scrub, ...(listen ? { listen } : {}), ...(values['index-dir'] !== undefined ? { indexDir: values['index-dir'] } : {}) });
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

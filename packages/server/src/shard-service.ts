@@ -22,10 +22,13 @@ import {
   crc32c,
   encodeCrcs,
   encodeObjectList,
+  encodeScrubStatus,
   firstBadChunk,
   opName,
   splitDataPayload,
   type RequestHeader,
+  type ScrubCommandCode,
+  type ScrubStatus,
   type ShardRouter,
 } from '@storpool/protocol';
 import type { Logger } from 'pino';
@@ -61,6 +64,21 @@ export interface ShardServiceOptions {
   replicaTimeoutMs: number;
   /** More counters for STATS (the listener's). */
   statsExtra?: () => Record<string, unknown>;
+  /** The disk's scrubber (SCRUB op); without it SCRUB is refused. */
+  scrub?: (command: ScrubCommandCode) => ScrubStatus;
+}
+
+/** Where a block's good copy may be: the shard's replicas (read repair) or, without it, anywhere (scrub). */
+export interface RepairRoute {
+  group: number;
+  placementId: number;
+  shard: number;
+}
+
+/** A bad local block to repair: its index in the object and the CRC32C this disk's index holds for it. */
+export interface BadBlock {
+  block: number;
+  crc: number;
 }
 
 export interface ServiceCounters {
@@ -111,7 +129,11 @@ export class ShardService {
       case Op.REPLICA_WRITE:
       case Op.REPLICA_TRIM:
       case Op.REPLICA_READ:
+      case Op.COPY_READ:
         return this.#replicaOp(h, payload);
+      case Op.SCRUB:
+        if (this.#o.scrub === undefined) throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `disk ${this.#o.diskId} has no scrubber`);
+        return { payload: [encodeScrubStatus(this.#o.scrub(h.offset as ScrubCommandCode))], version: 0 };
       case Op.HELLO:
         throw new StorpoolError('WIRE_ERR_FRAME_INVALID', 'HELLO after the handshake');
     }
@@ -221,36 +243,58 @@ export class ShardService {
   /** Replaces bad local blocks with a good copy from another replica, in place in `result`. */
   async #repairBlocks(h: RequestHeader, key: ObjectKey, firstBlock: number, result: ReadResult, replicas: readonly number[]): Promise<void> {
     const others = replicas.filter((id) => id !== this.#o.diskId);
+    const bad = result.bad.map((rel) => ({ block: firstBlock + rel, crc: result.crcs[rel]! }));
+    const copies = await this.repairFromPeers(key, bad, others, { group: h.group, placementId: h.placementId, shard: h.shard });
     for (const rel of result.bad) {
-      const block = firstBlock + rel;
-      let repaired = false;
-      for (const peer of others) {
+      const copy = copies.get(firstBlock + rel);
+      if (copy === undefined) {
+        this.counters.readRepairFailures++;
+        throw this.#corrupt(key, firstBlock, [rel]);
+      }
+      copy.data.copy(result.data, rel * BLOCK_BYTES);
+      result.crcs[rel] = copy.crc;
+      this.counters.readRepairs++;
+    }
+  }
+
+  /**
+   * Fetches a good copy of each bad block of an object from the `peers` (in order) and writes it
+   * over the local one (DiskStore.repair: applied only while the block still holds the CRC that
+   * failed, so a block rewritten meanwhile is left alone). With `route`, the peers are asked as
+   * replicas of that shard (REPLICA_READ, epoch-checked) and their own consistent copy is taken,
+   * as for a primary's read. Without it (the scrubber: the store does not know an object's
+   * lineage), each peer is asked for its copy wherever it keeps it (COPY_READ), and a copy is
+   * taken only when its bytes match `crc`, the CRC this disk holds: the same content that was
+   * written here, never another version. Returns the copies found, by block; a block missing from
+   * the result had no good copy on any peer.
+   */
+  async repairFromPeers(key: ObjectKey, blocks: readonly BadBlock[], peers: readonly number[], route?: RepairRoute): Promise<Map<number, { data: Buffer; crc: number }>> {
+    const out = new Map<number, { data: Buffer; crc: number }>();
+    for (const { block, crc } of blocks) {
+      assert(block >= 0 && block < BLOCKS_PER_OBJECT);
+      for (const peer of peers) {
+        if (peer === this.#o.diskId) continue;
         try {
           const conn = await this.#o.peers.get(peer);
           const reply = await conn.request(
-            { op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: this.epoch, group: h.group, parentCount: 0, volumeId: key.volumeId, objectIndex: key.objectIndex, offset: block * BLOCK_BYTES, length: BLOCK_BYTES, version: 0, placementId: h.placementId, shard: h.shard },
+            { op: route === undefined ? Op.COPY_READ : Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: this.epoch, group: route?.group ?? 0, parentCount: 0, volumeId: key.volumeId, objectIndex: key.objectIndex, offset: block * BLOCK_BYTES, length: BLOCK_BYTES, version: 0, placementId: route?.placementId ?? 0, shard: route?.shard ?? 0 },
             [],
             this.#o.replicaTimeoutMs,
           );
           const { data, crcs } = splitDataPayload(reply.payload, BLOCK_BYTES);
-          if (crc32c(data) !== crcs[0]) continue;
+          const wanted = route === undefined ? crc >>> 0 : crcs[0]!;
+          if (crc32c(data) !== wanted) continue;
           const copy = Buffer.from(data);
-          await this.#o.store.repair(key, block, copy, crcs[0]!);
-          copy.copy(result.data, rel * BLOCK_BYTES);
-          result.crcs[rel] = crcs[0]!;
-          repaired = true;
-          this.counters.readRepairs++;
+          await this.#o.store.repair(key, block, copy, wanted);
+          out.set(block, { data: copy, crc: wanted });
           this.#o.log.warn({ volumeId: key.volumeId, objectIndex: key.objectIndex, block, from: peer }, 'corrupt block repaired from replica');
           break;
         } catch (err) {
           this.#o.log.warn({ volumeId: key.volumeId, objectIndex: key.objectIndex, block, peer, err: (err as Error).message }, 'replica could not supply a good copy');
         }
       }
-      if (!repaired) {
-        this.counters.readRepairFailures++;
-        throw this.#corrupt(key, firstBlock, [rel]);
-      }
     }
+    return out;
   }
 
   #corrupt(key: ObjectKey, firstBlock: number, bad: readonly number[]): StorpoolError {
@@ -356,7 +400,8 @@ export class ShardService {
   }
 
   async #replicaOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
-    await this.#route(h, 'replica');
+    // COPY_READ serves this disk's copy wherever the map places the object (the scrubber's source).
+    if (h.op !== Op.COPY_READ) await this.#route(h, 'replica');
     const key = { volumeId: h.volumeId, objectIndex: h.objectIndex };
     if (h.offset % BLOCK_BYTES !== 0 || h.length % BLOCK_BYTES !== 0) {
       throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `${opName(h.op)} must cover whole 4 KiB blocks (offset ${h.offset}, length ${h.length})`);
@@ -375,7 +420,8 @@ export class ShardService {
         if ((h.flags & RequestFlag.ZERO_MARKERS) !== 0) await this.#o.store.zero(key, firstBlock, blockCount, h.version);
         else await this.#o.store.trim(key, firstBlock, blockCount, h.version);
         return { payload: [], version: h.version };
-      case Op.REPLICA_READ: {
+      case Op.REPLICA_READ:
+      case Op.COPY_READ: {
         const result = await this.#o.store.read(key, firstBlock, blockCount);
         if (result.bad.length > 0) throw this.#corrupt(key, firstBlock, result.bad);
         return { payload: [result.data, encodeCrcs(result.crcs)], version: result.version };

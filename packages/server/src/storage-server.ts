@@ -3,6 +3,7 @@ import { ConnectionPool, type ShardMapView } from '@storpool/net';
 import { PeerRole } from '@storpool/protocol';
 import type { Logger } from 'pino';
 import { StorageListener } from './listener.js';
+import { Scrubber, SCRUB_BANDWIDTH_BYTES_PER_SECOND_DEFAULT, SCRUB_INTERVAL_MS_DEFAULT, scrubPeers } from './scrubber.js';
 import { ShardService } from './shard-service.js';
 import { DiskStore } from './store/index.js';
 
@@ -16,6 +17,10 @@ export interface StorageServerOptions {
   replicaTimeoutMs?: number;
   /** How often to re-read the shard map on our own (requests with a newer epoch also trigger it). */
   mapRefreshMs?: number;
+  /** Scrubber throttle, bytes/s (0 = unthrottled); default SCRUB_BANDWIDTH_BYTES_PER_SECOND_DEFAULT. */
+  scrubBandwidthBytesPerSecond?: number;
+  /** A scrub pass this long after the previous one (0 = only on demand); default SCRUB_INTERVAL_MS_DEFAULT. */
+  scrubIntervalMs?: number;
 }
 
 export interface StorageServer {
@@ -23,6 +28,7 @@ export interface StorageServer {
   address: { host: string; port: number };
   service: ShardService;
   store: DiskStore;
+  scrubber: Scrubber;
   close(): Promise<void>;
 }
 
@@ -40,7 +46,18 @@ export async function startStorageServer(o: StorageServerOptions): Promise<Stora
     const log = o.log.child({ diskId });
     const peers = new ConnectionPool({ view: o.view, clusterId, role: PeerRole.PEER, senderId: diskId, log });
     let listener: StorageListener | undefined;
-    const service = new ShardService({ diskId, store, view: o.view, peers, log, replicaTimeoutMs: o.replicaTimeoutMs ?? 10_000, statsExtra: () => ({ listener: listener?.counters }) });
+    let scrubber: Scrubber | undefined;
+    const service = new ShardService({
+      diskId, store, view: o.view, peers, log, replicaTimeoutMs: o.replicaTimeoutMs ?? 10_000,
+      statsExtra: () => ({ listener: listener?.counters, scrub: scrubber?.status() }),
+      scrub: (command) => scrubber!.command(command),
+    });
+    scrubber = new Scrubber({
+      diskId, store, log: log.child({ scrub: true }),
+      repair: (key, blocks) => service.repairFromPeers(key, blocks, scrubPeers(o.view.router, diskId)),
+      bandwidthBytesPerSecond: o.scrubBandwidthBytesPerSecond ?? SCRUB_BANDWIDTH_BYTES_PER_SECOND_DEFAULT,
+      intervalMs: o.scrubIntervalMs ?? SCRUB_INTERVAL_MS_DEFAULT,
+    });
     listener = new StorageListener({ service, clusterId, diskId, log });
     const address = await listener.listen(o.listen?.host ?? entry.address.host, o.listen?.port ?? entry.address.port);
     log.info({ address, epoch: router.epoch, disk: o.diskPath }, 'listening');
@@ -63,8 +80,10 @@ export async function startStorageServer(o: StorageServerOptions): Promise<Stora
       address,
       service,
       store,
+      scrubber,
       async close() {
         clearInterval(refresher);
+        await scrubber.close();
         await listener.close();
         peers.close();
         await store.close();
