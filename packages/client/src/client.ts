@@ -17,11 +17,14 @@ import {
   VOLUME_BYTES_MAX,
   chunkCrcs,
   decodeObjectList,
+  decodeScrubStatus,
   encodeCrcs,
+  ScrubCommand,
   firstBadChunk,
   splitDataPayload,
   type ObjectListEntry,
   type ReplyFrame,
+  type ScrubStatus,
   type ShardRouter,
 } from '@storpool/protocol';
 import { pino, type Logger } from 'pino';
@@ -169,6 +172,14 @@ export class StorpoolClient {
     const conn = await this.#pool.get(diskId);
     const reply = await conn.request(diskRequest(Op.STATS, this.#view.router.epoch, {}), [], this.#requestTimeoutMs);
     return JSON.parse(reply.payload.toString('utf8')) as Record<string, unknown>;
+  }
+
+  /** Starts a scrub pass on a disk (a running one goes on), stops it, or only reports (the default). */
+  async scrub(diskId: number, command: 'start' | 'stop' | 'status' = 'status'): Promise<ScrubStatus> {
+    const code = command === 'start' ? ScrubCommand.START : command === 'stop' ? ScrubCommand.STOP : ScrubCommand.STATUS;
+    const conn = await this.#pool.get(diskId);
+    const reply = await conn.request(diskRequest(Op.SCRUB, this.#view.router.epoch, { offset: code }), [], this.#requestTimeoutMs);
+    return decodeScrubStatus(reply.payload);
   }
 
   /**

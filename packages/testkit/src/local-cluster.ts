@@ -33,6 +33,8 @@ export interface LocalClusterOptions {
    * commit per fdatasync), which a benchmark should not measure.
    */
   preallocate?: boolean;
+  /** More `storpool-server serve` arguments (e.g. `--scrub-mbps 2`). */
+  serverArgs?: string[];
 }
 
 export interface ServerProcess {
@@ -126,7 +128,7 @@ export class LocalCluster {
     if (s.proc !== undefined) throw new Error(`disk ${diskId} already running`);
     // STORPOOL_SERVER_NODE_ARGS: extra node flags for the servers (e.g. --cpu-prof for profiling).
     const nodeArgs = process.env.STORPOOL_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-    const proc = spawn(process.execPath, [...nodeArgs, SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', this.mapPath, '--log-level', this.#o.logLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [...nodeArgs, SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', this.mapPath, '--log-level', this.#o.logLevel ?? 'info', ...(this.#o.serverArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     s.proc = proc;
     running.add(proc);
     s.exited = new Promise<void>((resolve) =>
