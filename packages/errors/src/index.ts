@@ -47,6 +47,9 @@ export const ERRORS = {
   META_ERR_LEASE_NOT_FOUND: { wire: 146, http: 404, nbdErrno: 5, cliExit: 2, transient: false, summary: 'the named lease does not exist' },
   META_ERR_CONFLICT: { wire: 147, http: 409, nbdErrno: 5, cliExit: 5, transient: true, summary: 'a compare-and-swap kept losing to concurrent writers' },
   CONFIG_ERR_INVALID: { wire: 120, http: 400, nbdErrno: 22, cliExit: 2, transient: false, summary: 'invalid configuration or argument' },
+  DOCKER_ERR_INVALID_OPTION: { wire: 260, http: 400, nbdErrno: 22, cliExit: 2, transient: false, summary: 'invalid docker volume option' },
+  DOCKER_ERR_IN_USE: { wire: 261, http: 409, nbdErrno: 5, cliExit: 2, transient: false, summary: 'the docker volume is mounted by a container' },
+  DOCKER_ERR_HOST: { wire: 262, http: 500, nbdErrno: 5, cliExit: 6, transient: false, summary: 'a host step (device, mkfs, mount) failed for a docker volume' },
   INTERNAL_ERR: { wire: 999, http: 500, nbdErrno: 5, cliExit: 70, transient: false, summary: 'internal error (a bug): see the log' },
 } as const satisfies Record<string, ErrorSpec>;
 
