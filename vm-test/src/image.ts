@@ -19,7 +19,7 @@ import { elfNeeded } from './elf.js';
 const exec = promisify(execFile);
 
 /** Bump when the image layout or init changes, to invalidate cached images. */
-const IMAGE_FORMAT = 4;
+const IMAGE_FORMAT = 6;
 
 /** Debian packages unpacked into the guest, besides the kernel. */
 export const GUEST_PACKAGES = [
@@ -44,13 +44,45 @@ export const GUEST_PACKAGES = [
   'libblkid1',
   'libuuid1',
   'libss2',
+  // xfsprogs: mkfs.xfs, xfs_repair
+  'xfsprogs',
+  'libinih1',
+  'liburcu8',
+  // open-iscsi: iscsistart (login from an initramfs, no iscsid), for iSCSI guests
+  'open-iscsi',
+  'libopeniscsiusr',
+  'libssl3',
+  'libkmod2',
+  'liblzma5',
+  'libzstd1',
+  // iproute2: tc (busybox's cannot set up netem)
+  'iproute2',
+  'libbpf1',
+  'libelf1',
+  'zlib1g',
+  'libmnl0',
+  'libbsd0',
+  'libmd0',
+  'libcap2',
+  'libxtables12',
+  // C++ runtime: lets the host's own `node` binary (shared in over 9p) run in the guest
+  'libstdc++6',
+  'libgcc-s1',
 ] as const;
 
 /** The kernel metapackage; its versioned dependency `linux-image-<abi>-amd64` holds the kernel. */
 export const KERNEL_METAPACKAGE = 'linux-image-amd64';
 
 /** Modules loaded at boot (dependencies are added and ordered from the modules' own modinfo). */
-export const GUEST_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'nbd', 'crc32c_generic', 'ext4'] as const;
+export const GUEST_MODULES = [
+  'virtio_pci', 'virtio_net', 'virtio_blk', 'nbd', 'crc32c_generic', 'ext4', 'xfs',
+  // tc qdisc netem: latency/loss on the guest's link
+  'sch_netem',
+  // iSCSI initiator (iscsistart) and SCSI disks
+  'iscsi_tcp', 'sd_mod',
+  // 9p shares from the host (RunVmOptions.shares)
+  '9pnet_virtio', '9p',
+] as const;
 
 /** Binaries copied into the guest: [path in the package tree, path in the guest]. */
 const GUEST_BINARIES: [string, string][] = [
@@ -58,7 +90,14 @@ const GUEST_BINARIES: [string, string][] = [
   ['sbin/mke2fs', 'sbin/mke2fs'],
   ['sbin/e2fsck', 'sbin/e2fsck'],
   ['sbin/dumpe2fs', 'sbin/dumpe2fs'],
+  ['sbin/mkfs.xfs', 'sbin/mkfs.xfs'],
+  ['sbin/xfs_repair', 'sbin/xfs_repair'],
+  ['sbin/iscsistart', 'sbin/iscsistart'],
+  ['sbin/tc', 'sbin/tc'],
 ];
+
+/** Libraries copied besides the binaries' closure: what the host's `node` needs beyond libc. */
+const EXTRA_LIBS = ['libstdc++.so.6', 'libgcc_s.so.1', 'libm.so.6', 'libdl.so.2', 'libpthread.so.0', 'librt.so.1'];
 
 const GUEST_SYMLINKS: [string, string][] = [
   ['sbin/mkfs.ext4', 'mke2fs'],
@@ -130,7 +169,7 @@ export async function ensureImage(options: BuildImageOptions = {}): Promise<Gues
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   const { kernelPkg, versions } = await resolveInputs(options);
   const packages = Object.fromEntries([...versions].sort(([a], [b]) => a.localeCompare(b)));
-  const key = createHash('sha256').update(JSON.stringify({ IMAGE_FORMAT, packages, modules: GUEST_MODULES, binaries: GUEST_BINARIES })).digest('hex').slice(0, 16);
+  const key = createHash('sha256').update(JSON.stringify({ IMAGE_FORMAT, packages, modules: GUEST_MODULES, binaries: GUEST_BINARIES, extraLibs: EXTRA_LIBS })).digest('hex').slice(0, 16);
   const dir = join(cacheDir, 'images', key);
   const manifestPath = join(dir, 'manifest.json');
   if (existsSync(manifestPath)) return JSON.parse(await readFile(manifestPath, 'utf8')) as GuestImage;
@@ -259,6 +298,11 @@ async function initramfsEntries(stage: string, modules: ModuleFile[]): Promise<C
   }
   const ld = await findLib(stage, 'ld-linux-x86-64.so.2');
   libs.set('ld-linux-x86-64.so.2', ld);
+  for (const name of EXTRA_LIBS) {
+    const data = await findLib(stage, name);
+    libs.set(name, data);
+    pending.push(data);
+  }
   while (pending.length > 0) {
     for (const name of elfNeeded(pending.pop()!) ?? []) {
       if (libs.has(name)) continue;
@@ -274,6 +318,9 @@ async function initramfsEntries(stage: string, modules: ModuleFile[]): Promise<C
 
   for (const m of modules) entries.push({ type: 'file', path: `lib/modules/${m.name}.ko`, data: await readFile(m.path) });
   entries.push({ type: 'file', path: 'etc/modules', data: Buffer.from(modules.map((m) => m.name).join('\n') + '\n') });
+  // libuv's os.userInfo() (used by the CLI) needs root in the passwd database
+  entries.push({ type: 'file', path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n') });
+  entries.push({ type: 'file', path: 'etc/group', data: Buffer.from('root:x:0:\n') });
   entries.push({ type: 'file', path: 'init', data: Buffer.from(INIT_SCRIPT), mode: 0o755 });
   entries.push({ type: 'file', path: 'lib/vmtest.sh', data: Buffer.from(HELPERS_SCRIPT), mode: 0o644 });
   return entries;
@@ -321,6 +368,8 @@ const HELPERS_SCRIPT = `# vm-test helpers
 fail() { echo "@@RESULT fail $*"; sync; poweroff -f; sleep 10; }
 step() { echo "@@STEP $*"; }
 run() { "$@" || fail "command failed ($?): $*"; }
+# share TAG DIR: mount a host directory shared with RunVmOptions.shares
+share() { mkdir -p "$2" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose "$1" "$2" || fail "cannot mount 9p share $1 on $2"; }
 `;
 
 /**

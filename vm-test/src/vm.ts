@@ -27,6 +27,13 @@ export interface RunVmOptions {
   accel?: Accel;
   memoryMb?: number;
   cpus?: number;
+  /**
+   * Host directories shared into the guest over 9p (virtio): mount one in the script with
+   * `share TAG DIR` (from /lib/vmtest.sh). Read-only unless `writable`.
+   */
+  shares?: { path: string; tag: string; writable?: boolean }[];
+  /** Disks the guest sees as /dev/vda, /dev/vdb, … in order: a file, or any QEMU block URI (nbd://, nbd+unix://). */
+  drives?: { file: string; format?: string; readOnly?: boolean }[];
   /** Extra kernel command line. */
   append?: string;
   extraArgs?: string[];
@@ -91,6 +98,8 @@ export async function runVm(options: RunVmOptions): Promise<VmResult> {
       '-initrd', initrd,
       '-append', `console=ttyS0 panic=-1 loglevel=4 ${options.append ?? ''}`.trim(),
       '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0',
+      ...(options.shares ?? []).flatMap((sh) => ['-virtfs', `local,path=${sh.path},mount_tag=${sh.tag},security_model=none,multidevs=remap${sh.writable === true ? '' : ',readonly=on'}`]),
+      ...(options.drives ?? []).flatMap((d) => ['-drive', `file=${d.file},format=${d.format ?? 'raw'},if=virtio,cache=none${d.readOnly === true ? ',readonly=on' : ''}`]),
       ...(options.extraArgs ?? []),
     ];
     const t0 = Date.now();
