@@ -7,3 +7,4 @@ export * as pdu from './pdu.js';
 export * as sense from './sense.js';
 export { negotiateOperational, chapResponse, decodeChapValue, defaultParams, TARGET_MAX_RECV_DATA_SEGMENT, type SessionParams } from './login.js';
 export type * from './types.js';
+export { startIscsiService, ApiReservationStore, PR_BUCKET, type IscsiService, type IscsiServiceOptions } from './service.js';

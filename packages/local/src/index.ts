@@ -50,6 +50,8 @@ export interface LocalClusterOptions {
   ourId?: number;
   log?: Logger;
   serverLogLevel?: string;
+  /** More `storpool-server serve` arguments (e.g. `--scrub-mbps 2`). */
+  serverArgs?: string[];
   shardCount?: number;
   /** Also start this host's block service (logs/block.log). Default: not started. */
   block?: boolean | LocalBlockOptions;
@@ -195,7 +197,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     await service.publishShardMap();
     for (const d of disks) {
       const logFile = createWriteStream(join(dataDir, 'logs', `server-${d.id}.log`), { flags: 'a' });
-      const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', d.path, '--map', mapFile, '--log-level', o.serverLogLevel ?? 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', d.path, '--map', mapFile, '--log-level', o.serverLogLevel ?? 'info', ...(o.serverArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout?.pipe(logFile);
       child.stderr?.pipe(logFile);
       const exited = new Promise<void>((r) => child.once('exit', (code, signal) => {

@@ -8,10 +8,12 @@ import type { CallReply, CallRequest, Dispatch } from './http.js';
 import type { LiveView } from './live.js';
 import { attachmentDigest, changedClients, clientAttachments, isConnected, openAttachments, readClientStatuses, waitForClients, writeClientStatus } from './client-status.js';
 import * as cluster from './model-cluster.js';
+import { changeIscsiConfig, iscsiExports, readIscsiConfig } from './iscsi-config.js';
 import { findObject, findSnapshot, findVolume } from './model-helpers.js';
 import * as volumes from './model-volumes.js';
 import { checkClientId, checkDiskId, checkObjectRef, checkPlacementGroupName, checkSnapshotRef, checkTemplateName, checkVolumeRef, globalIdOfRef, isVolumeName, parseIntId } from './names.js';
 import * as s from './schemas.js';
+import { scrubFields, scrubStatusOf, scrubTasks, startDiskScrub } from './scrub.js';
 import type { State } from './state.js';
 import * as views from './views.js';
 
@@ -98,7 +100,7 @@ async function disksView(c: Ctx, state: State): Promise<Record<string, views.Jso
   const disks = [...state.disks.values()].sort((a, b) => a.id - b.id);
   const live = await c.live.diskStats(disks.map((d) => d.id));
   const out: Record<string, views.Json> = {};
-  for (const d of disks) out[String(d.id)] = views.diskSummary(state, d, live.get(d.id)?.live, undefined);
+  for (const d of disks) out[String(d.id)] = views.diskSummary(state, d, live.get(d.id)?.live, scrubFields(scrubStatusOf(live.get(d.id)?.raw)));
   return out;
 }
 
@@ -311,12 +313,17 @@ const routes: Record<string, Route | Route[]> = {
     const d = st.disks.get(id);
     if (d === undefined) throw notFound(`disk ${id}`);
     const live = (await c.live.diskStats([id])).get(id);
-    return { ...views.diskSummary(st, d, live?.live, undefined), objects: {} };
+    return { ...views.diskSummary(st, d, live?.live, scrubFields(scrubStatusOf(live?.raw))), objects: {} };
   })),
   DiskEject: R('POST', 1, (c) => { const id = diskArg(c); return mutate(c, (st) => cluster.ejectDisk(st, id)); }, false),
   DiskForget: R('POST', 1, (c) => { const id = diskArg(c); return mutate(c, (st) => cluster.forgetDisk(st, id)); }, false),
   DiskSoftEject: R('POST', 1, (c) => { const id = diskArg(c); return mutate(c, (st) => cluster.softEjectDisk(st, id)); }, false),
-  DiskScrubStart: R('POST', 1, (c) => { const id = diskArg(c); return mutate(c, (st, ctx) => cluster.startScrub(st, ctx, id)); }, false),
+  DiskScrubStart: R('POST', 1, async (c) => {
+    const id = diskArg(c);
+    if (!(await c.model.read()).disks.has(id)) throw notFound(`disk ${id}`);
+    await startDiskScrub(c.live, id); // the disk's server runs the pass (scrub.ts)
+    return mutate(c, (st, ctx) => cluster.startScrub(st, ctx, id));
+  }, false),
   /** storpool extension: a storage server (or its launcher) registers its disk. */
   DiskRegister: R('POST', 1, (c) => {
     const id = diskArg(c);
@@ -353,7 +360,7 @@ const routes: Record<string, Route | Route[]> = {
     const id = checkClientId(parseIntId(arg(c), 'clientId'));
     return mutate(c, (st, ctx) => cluster.registerClient(st, ctx, id));
   }, false),
-  TasksList: R('GET', 0, (c) => read(c, (st) => views.tasks(st, [...st.tasks.values()].sort((a, b) => a.id - b.id)))),
+  TasksList: R('GET', 0, (c) => read(c, async (st) => [...views.tasks(st, [...st.tasks.values()].sort((a, b) => a.id - b.id)), ...scrubTasks(await c.live.diskStats([...st.disks.keys()]))])),
   VolumeBalancerStatus: [
     R('GET', 0, (c) => read(c, () => ({ status: 'nothing to do', auto: false }))),
     R('POST', 0, async (c) => {
@@ -362,6 +369,17 @@ const routes: Record<string, Route | Route[]> = {
       return ok(st.counters.generation);
     }),
   ],
+  // ---- iSCSI (iscsi-config.ts)
+  iSCSIConfig: [
+    R('GET', 0, (c) => read(c, async () => ({ iscsi: await readIscsiConfig(c.model.store.meta) }))),
+    R('POST', 0, async (c) => {
+      const st = await c.model.read();
+      await changeIscsiConfig(c.model.store.meta, st, c.req.body);
+      return ok(st.counters.generation);
+    }),
+  ],
+  /** storpool extension: iSCSIConfig plus the data identity of every target's volume (storpool-iscsi). */
+  iSCSIExports: R('GET', 0, (c) => read(c, async (st) => iscsiExports(await readIscsiConfig(c.model.store.meta), st))),
   // ---- key/value buckets
   KV: R('GET', 0, (c) => read(c, (st) => ({ buckets: Object.fromEntries([...st.kv.values()].map((b) => [b.name, b.version])) }))),
   'KV/List': R('GET', 1, (c) => read(c, (st) => kvBucket(st, kvName(c)))),

@@ -58,6 +58,8 @@ const scrubStatusSchema = z.object({
   pass: countersSchema.extend({
     startedAt: time,
     finishedAt: time,
+    /** Objects on the disk when the pass started (counted in its first moments; 0 until then). */
+    objectsTotal: count,
     /** Data bytes on the disk when the pass started: what progress is measured against. */
     bytesTotal: count,
     /** bytes / bytesTotal, 0..1 (1 when the pass completed). */

@@ -23,7 +23,7 @@ const status: ScrubStatus = {
   bandwidthBytesPerSecond: 8_000_000,
   intervalMs: 0,
   passesCompleted: 1,
-  pass: { objects: 4, bytes: 3 * 4096, errorsFound: 2, repaired: 1, unrepairable: 1, startedAt: 1_700_000_000_000, finishedAt: null, bytesTotal: 16 * 4096, progress: 0.1875, rateBytesPerSecond: 1234.5, aborted: false },
+  pass: { objects: 4, bytes: 3 * 4096, errorsFound: 2, repaired: 1, unrepairable: 1, startedAt: 1_700_000_000_000, finishedAt: null, objectsTotal: 5, bytesTotal: 16 * 4096, progress: 0.1875, rateBytesPerSecond: 1234.5, aborted: false },
   total: { objects: 9, bytes: 10 * 4096, errorsFound: 2, repaired: 1, unrepairable: 1 },
   lastCompletedAt: 1_699_999_000_000,
   nextScheduledAt: null,

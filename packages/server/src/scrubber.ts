@@ -19,6 +19,8 @@ import type { ObjectKey } from './store/index.js';
 
 /** Objects listed per store call: bounds the memory of one listing. */
 export const SCRUB_LIST_BATCH = 256;
+/** Objects per listing when counting them at the start of a pass. */
+export const SCRUB_COUNT_BATCH = 4096;
 /** Blocks per store read (256 KiB): bounds memory, and is the throttle's step. */
 export const SCRUB_READ_BLOCKS = 64;
 /** Default throttle: 32 MB/s, a fraction of a disk, so that client I/O keeps the rest. */
@@ -42,6 +44,7 @@ export interface ScrubberOptions {
 interface Pass extends ScrubCounters {
   startedAt: number | null;
   finishedAt: number | null;
+  objectsTotal: number;
   bytesTotal: number;
   aborted: boolean;
 }
@@ -56,7 +59,7 @@ export function scrubPeers(router: ShardRouter, diskId: number): number[] {
 
 export class Scrubber {
   readonly #o: ScrubberOptions;
-  #pass: Pass = { ...zeroCounters(), startedAt: null, finishedAt: null, bytesTotal: 0, aborted: false };
+  #pass: Pass = { ...zeroCounters(), startedAt: null, finishedAt: null, objectsTotal: 0, bytesTotal: 0, aborted: false };
   readonly #total: ScrubCounters = zeroCounters();
   #passesCompleted = 0;
   #lastCompletedAt: number | null = null;
@@ -94,7 +97,7 @@ export class Scrubber {
     this.#nextScheduledAt = null;
     this.#abort = false;
     const now = Date.now();
-    this.#pass = { ...zeroCounters(), startedAt: now, finishedAt: null, bytesTotal: this.#o.store.stats().blocksUsed * BLOCK_BYTES, aborted: false };
+    this.#pass = { ...zeroCounters(), startedAt: now, finishedAt: null, objectsTotal: 0, bytesTotal: this.#o.store.stats().blocksUsed * BLOCK_BYTES, aborted: false };
     this.#o.log.info({ bytesTotal: this.#pass.bytesTotal, bandwidthBytesPerSecond: this.#o.bandwidthBytesPerSecond }, 'scrub pass started');
     this.#running = this.#run(this.#pass).finally(() => {
       this.#running = undefined;
@@ -130,7 +133,7 @@ export class Scrubber {
       passesCompleted: this.#passesCompleted,
       pass: {
         objects: p.objects, bytes: p.bytes, errorsFound: p.errorsFound, repaired: p.repaired, unrepairable: p.unrepairable,
-        startedAt: p.startedAt, finishedAt: p.finishedAt, bytesTotal: p.bytesTotal, aborted: p.aborted,
+        startedAt: p.startedAt, finishedAt: p.finishedAt, objectsTotal: p.objectsTotal, bytesTotal: p.bytesTotal, aborted: p.aborted,
         progress: completed ? 1 : p.bytesTotal === 0 ? 0 : Math.min(1, p.bytes / p.bytesTotal),
         rateBytesPerSecond: seconds > 0 ? p.bytes / seconds : 0,
       },
@@ -152,6 +155,7 @@ export class Scrubber {
     const store = this.#o.store;
     let after: ObjectKey | undefined;
     try {
+      pass.objectsTotal = await this.#countObjects();
       for (;;) {
         const batch = store.listObjects(after === undefined ? { limit: SCRUB_LIST_BATCH } : { after, limit: SCRUB_LIST_BATCH });
         if (batch.length === 0 || this.#abort) break;
@@ -175,6 +179,19 @@ export class Scrubber {
     const { objects, bytes, errorsFound, repaired, unrepairable, aborted } = pass;
     const log = unrepairable > 0 ? this.#o.log.error.bind(this.#o.log) : this.#o.log.info.bind(this.#o.log);
     log({ objects, bytes, errorsFound, repaired, unrepairable, aborted, ms: pass.finishedAt - pass.startedAt! }, aborted ? 'scrub pass stopped' : 'scrub pass completed');
+  }
+
+  /** Objects on the disk now (for the task's allObjects), yielding between batches. */
+  async #countObjects(): Promise<number> {
+    let n = 0;
+    let after: ObjectKey | undefined;
+    for (;;) {
+      const batch = this.#o.store.listObjects(after === undefined ? { limit: SCRUB_COUNT_BATCH } : { after, limit: SCRUB_COUNT_BATCH });
+      if (batch.length === 0 || this.#abort) return n;
+      n += batch.length;
+      after = batch[batch.length - 1]!.key;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
   }
 
   /** Reads every block of one object, repairs the bad ones, and keeps to the bandwidth. */

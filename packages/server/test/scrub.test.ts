@@ -98,7 +98,7 @@ describe('scrubber', () => {
 
     const s = await scrubPass(victim);
     const dataBytes = OBJECTS * BYTES_PER_OBJECT;
-    expect(s.pass).toMatchObject({ objects: OBJECTS, bytes: dataBytes, bytesTotal: dataBytes, errorsFound: bad.length, repaired: bad.length, unrepairable: 0, progress: 1, aborted: false });
+    expect(s.pass).toMatchObject({ objects: OBJECTS, objectsTotal: OBJECTS, bytes: dataBytes, bytesTotal: dataBytes, errorsFound: bad.length, repaired: bad.length, unrepairable: 0, progress: 1, aborted: false });
     expect(s.passesCompleted).toBe(1);
     expect(s.lastCompletedAt).toBe(s.pass.finishedAt);
     expect(s.unrepairableBlocks).toEqual([]);
