@@ -1,1 +1,6 @@
-export {};
+export { FaultCluster, MGMT_BIN, BLOCK_BIN, SERVER_PORT, CLIENT_ID, type FaultClusterOptions, type FaultServer, type FaultVolume, type ReplicaDiff, type ServerLaunch } from './cluster.js';
+export { startEtcd, ETCD_BINARY, type EtcdMember } from './etcd.js';
+export {
+  VerifyingWriter, formatReport, WRITER_SCRIPT, DEBIAN_PYTHON, BLOCK_BYTES,
+  type VerifyingWriterOptions, type WriterProgress, type WriteSummary, type VerifyReport, type IoErrorRecord,
+} from './verifying-writer.js';
