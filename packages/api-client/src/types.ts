@@ -461,6 +461,8 @@ export interface DiskUpFields {
   scrubbingPausedFor: number;
   scrubbingPaused: boolean;
   lastScrubCompleted: number;
+  /** storpool extension: the disk server's scrub status (docs/scrubbing.md). */
+  scrubStatus?: DiskScrubStatus;
   agCount?: number;
   agAllocated?: number;
   agFree?: number;
@@ -550,6 +552,36 @@ export interface Task {
   completedObjects: number;
   dispatchedObjects: number;
   unresolvedObjects?: number;
+  /** storpool extensions: what the task does (e.g. `purge`, `scrub`) and, for a scrub, its progress (0..1) and findings. */
+  kind?: string;
+  state?: string;
+  progress?: number;
+  errorsFound?: number;
+  repaired?: number;
+  unrepairable?: number;
+}
+
+/** Counters of a scrub pass (or of all passes since the server started). */
+export interface DiskScrubCounters {
+  objects: number;
+  bytes: number;
+  errorsFound: number;
+  repaired: number;
+  unrepairable: number;
+}
+
+/** A disk server's scrub status (storpool extension of DiskSummary; times in UNIX ms). */
+export interface DiskScrubStatus {
+  diskId: number;
+  running: boolean;
+  bandwidthBytesPerSecond: number;
+  intervalMs: number;
+  passesCompleted: number;
+  pass: DiskScrubCounters & { startedAt: number | null; finishedAt: number | null; objectsTotal: number; bytesTotal: number; progress: number; rateBytesPerSecond: number; aborted: boolean };
+  total: DiskScrubCounters;
+  lastCompletedAt: number | null;
+  nextScheduledAt: number | null;
+  unrepairableBlocks: { volumeId: number; objectIndex: number; block: number; at: number }[];
 }
 
 export type BalancerState = 'nothing to do' | 'blocked' | 'waiting' | 'working' | 'ready' | 'commiting';
