@@ -1,0 +1,233 @@
+/**
+ * DS_MAD actions. Each gets the DS_DRIVER_ACTION_DATA document (IMAGE + DATASTORE) and the image
+ * id; an image is the volume <px>-img-<id> (its SOURCE), its snapshots <source>-snap<N>.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { StorpoolError } from '@storpool/errors';
+import { type DriverEnv, MiB, clientIdOf, devicePath, names, runLocal, sourceVolume } from './env.js';
+import { attach, attachedTo, deleteVolume, detach, ensureTemplate, mb, ownSnapshots, requireVolume, revertVolume, volumeExists } from './ops.js';
+import { intField, text, type XmlNode } from './xml.js';
+
+export interface DsRequest {
+  image: XmlNode | undefined;
+  datastore: XmlNode | undefined;
+}
+
+const localClient = (e: DriverEnv): number => clientIdOf(e, 'localhost');
+
+/** Image file behind IMAGE/PATH: local files as they are, http(s) downloaded to a temp file. */
+async function fetchSource(path: string): Promise<{ file: string; cleanup: () => Promise<void> }> {
+  if (/^https?:\/\//.test(path)) {
+    const dir = await mkdtemp(join(tmpdir(), 'storpool-one-'));
+    const res = await fetch(path);
+    if (!res.ok) throw new StorpoolError('CONFIG_ERR_INVALID', `cannot download ${path}: HTTP ${res.status}`);
+    const file = join(dir, 'image');
+    await writeFile(file, Buffer.from(await res.arrayBuffer()));
+    return { file, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  }
+  if (!existsSync(path)) throw new StorpoolError('CONFIG_ERR_INVALID', `image file ${path} does not exist`);
+  return { file: path, cleanup: async () => {} };
+}
+
+async function imageInfo(file: string): Promise<{ size: number; format: string }> {
+  const info = JSON.parse(await runLocal('qemu-img', ['info', '--output=json', file])) as { 'virtual-size': number; format: string };
+  return { size: info['virtual-size'], format: info.format };
+}
+
+/** Writes an image file (raw or qcow2...) into a volume through a device attached here. */
+async function writeImage(e: DriverEnv, volume: string, file: string, format: string): Promise<void> {
+  const client = localClient(e);
+  await attach(e, volume, client, 'rw');
+  try {
+    await runLocal('qemu-img', ['convert', '-n', '-f', format, '-O', 'raw', file, devicePath(e, volume)]);
+  } finally {
+    await detach(e, volume, client, true);
+  }
+}
+
+function dsIds(r: DsRequest): { imageId: number; dsId: number } {
+  return { imageId: intField(r.image, 'ID'), dsId: intField(r.datastore, 'ID') };
+}
+
+function imageSource(r: DsRequest): string {
+  const s = text(r.image, 'SOURCE');
+  if (s === '') throw new StorpoolError('CONFIG_ERR_INVALID', 'driver action data: IMAGE/SOURCE is missing');
+  return sourceVolume(s);
+}
+
+function snapshotId(r: DsRequest): number {
+  return intField(r.image, 'TARGET_SNAPSHOT');
+}
+
+const imageTags = (r: DsRequest): Record<string, string> => ({ virt: 'one', type: 'image', nimg: text(r.image, 'ID') });
+
+export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<string>> = {
+  /** Registers an image: a new volume with the file's data. Prints "<source> raw". */
+  async cp(e, r) {
+    const { imageId, dsId } = dsIds(r);
+    const path = text(r.image, 'PATH');
+    if (path === '') throw new StorpoolError('CONFIG_ERR_INVALID', 'driver action data: IMAGE/PATH is missing');
+    const name = names.image(e, imageId);
+    const template = names.template(e, dsId);
+    await ensureTemplate(e, template, r.datastore);
+    const src = await fetchSource(path);
+    try {
+      const info = await imageInfo(src.file);
+      if (await volumeExists(e, name)) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${name} already exists`);
+      await e.api.volumeCreate({ name, size: mb(info.size) * MiB, template, tags: imageTags(r) });
+      try {
+        await writeImage(e, name, src.file, info.format);
+      } catch (err) {
+        await deleteVolume(e, name).catch(() => {});
+        throw err;
+      }
+    } finally {
+      await src.cleanup();
+    }
+    return `${name} raw`;
+  },
+
+  /** A new empty datablock of IMAGE/SIZE MB, with a file system when IMAGE/FS (or FSTYPE) names one. */
+  async mkfs(e, r) {
+    const { imageId, dsId } = dsIds(r);
+    const size = intField(r.image, 'SIZE');
+    const fs = text(r.image, 'FS') || text(r.image, 'FSTYPE');
+    const name = names.image(e, imageId);
+    const template = names.template(e, dsId);
+    await ensureTemplate(e, template, r.datastore);
+    if (await volumeExists(e, name)) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${name} already exists`);
+    await e.api.volumeCreate({ name, size: size * MiB, template, tags: imageTags(r) });
+    if (fs !== '' && fs !== 'raw' && fs !== 'save_as') {
+      const client = localClient(e);
+      try {
+        await attach(e, name, client, 'rw');
+        try {
+          await runLocal(`mkfs.${fs}`, fs.startsWith('ext') ? ['-F', '-q', devicePath(e, name)] : [devicePath(e, name)]);
+        } finally {
+          await detach(e, name, client, true);
+        }
+      } catch (err) {
+        await deleteVolume(e, name).catch(() => {});
+        throw err;
+      }
+    }
+    return name;
+  },
+
+  /** Deletes the image's volume and its snapshots. */
+  async rm(e, r) {
+    const name = imageSource(r);
+    await requireVolume(e, name, 'image');
+    await deleteVolume(e, name);
+    return '';
+  },
+
+  /** Size in MB of the file to register (IMAGE/PATH), or of an existing image. */
+  async stat(e, r) {
+    const path = text(r.image, 'PATH');
+    if (path === '') {
+      const name = imageSource(r);
+      await requireVolume(e, name, 'image');
+      return String(mb((await e.api.volumeDescribe(name)).size));
+    }
+    if (/^https?:\/\//.test(path)) {
+      const res = await fetch(path, { method: 'HEAD' });
+      const len = Number(res.headers.get('content-length') ?? NaN);
+      if (!res.ok || !Number.isFinite(len)) throw new StorpoolError('CONFIG_ERR_INVALID', `cannot size ${path}: HTTP ${res.status}`);
+      return String(mb(len));
+    }
+    if (!existsSync(path)) throw new StorpoolError('CONFIG_ERR_INVALID', `image file ${path} does not exist`);
+    return String(mb((await imageInfo(path)).size));
+  },
+
+  /** A copy of image CLONING_ID (copy-on-write, baseOn) as this image; prints the new source. */
+  async clone(e, r) {
+    const { imageId, dsId } = dsIds(r);
+    const from = text(r.image, 'PATH') !== '' ? sourceVolume(text(r.image, 'PATH')) : names.image(e, intField(r.image, 'CLONING_ID'));
+    await requireVolume(e, from, 'image');
+    const name = names.image(e, imageId);
+    const template = names.template(e, dsId);
+    await ensureTemplate(e, template, r.datastore);
+    await e.api.volumeCreate({ name, baseOn: from, template, tags: imageTags(r) });
+    const want = Number(text(r.image, 'SIZE') || 0) * MiB;
+    if (want > (await e.api.volumeDescribe(name)).size) await e.api.volumeUpdate(name, { size: want });
+    return name;
+  },
+
+  /** USED_MB / TOTAL_MB / FREE_MB of the datastore's template. */
+  async monitor(e, r) {
+    const dsId = intField(r.datastore, 'ID');
+    return datastoreUsage(e, dsId, r.datastore);
+  },
+
+  async snap_delete(e, r) {
+    const snap = names.snapshot(imageSource(r), snapshotId(r));
+    if ((await attachedTo(e, snap)).length > 0) await detach(e, snap, 'all', true, true);
+    await e.api.snapshotDelete(snap);
+    return '';
+  },
+
+  async snap_revert(e, r) {
+    const name = imageSource(r);
+    await requireVolume(e, name, 'image');
+    await revertVolume(e, name, names.snapshot(name, snapshotId(r)));
+    return '';
+  },
+
+  /** The image becomes the snapshot's data; every snapshot of it is dropped. */
+  async snap_flatten(e, r) {
+    const name = imageSource(r);
+    await requireVolume(e, name, 'image');
+    await revertVolume(e, name, names.snapshot(name, snapshotId(r)));
+    for (const snap of await ownSnapshots(e, name)) await e.api.snapshotDelete(snap);
+    return '';
+  },
+
+  /**
+   * For the marketplace: a snapshot of the image attached read-only here; IMPORT_SOURCE is its
+   * device, DISPOSE_CMD detaches and deletes it.
+   */
+  async export(e, r) {
+    const name = imageSource(r);
+    await requireVolume(e, name, 'image');
+    const snap = `${name}-export${Date.now()}`;
+    await e.api.volumeSnapshot(name, { name: snap, tags: { virt: 'one', type: 'export' } });
+    await attach(e, snap, localClient(e), 'ro', true);
+    const dev = devicePath(e, snap);
+    const size = (await e.api.snapshotDescribe(snap)).size;
+    const md5 = createHash('md5');
+    for await (const chunk of createReadStream(dev)) md5.update(chunk as Buffer);
+    return [
+      '<IMPORT_INFO>',
+      `<IMPORT_SOURCE><![CDATA[${dev}]]></IMPORT_SOURCE>`,
+      `<MD5><![CDATA[${md5.digest('hex')}]]></MD5>`,
+      `<SIZE><![CDATA[${mb(size)}]]></SIZE>`,
+      '<FORMAT><![CDATA[raw]]></FORMAT>',
+      '<DISPOSE>YES</DISPOSE>',
+      `<DISPOSE_CMD><![CDATA[storpool-one datastore export_dispose ${snap}]]></DISPOSE_CMD>`,
+      '</IMPORT_INFO>',
+    ].join('');
+  },
+};
+
+/** DISPOSE_CMD of export: `storpool-one datastore export_dispose <snapshot>`. */
+export async function exportDispose(e: DriverEnv, snap: string): Promise<void> {
+  if (!/-export\d+$/.test(snap)) throw new StorpoolError('CONFIG_ERR_INVALID', `${snap} is not an export snapshot`);
+  if ((await attachedTo(e, snap)).length > 0) await detach(e, snap, 'all', true, true);
+  await e.api.snapshotDelete(snap);
+}
+
+export async function datastoreUsage(e: DriverEnv, dsId: number, ds: XmlNode | undefined): Promise<string> {
+  const template = names.template(e, dsId);
+  await ensureTemplate(e, template, ds);
+  const st = (await e.api.volumeTemplatesStatus()).find((t) => t.name === template);
+  if (st === undefined) throw new StorpoolError('CONFIG_ERR_INVALID', `no status for template ${template}`);
+  const total = Math.floor(st.stored.capacity / MiB);
+  const free = Math.floor(st.stored.free / MiB);
+  return `USED_MB=${total - free}\nTOTAL_MB=${total}\nFREE_MB=${free}`;
+}
+

@@ -1,0 +1,308 @@
+/**
+ * TM_MAD actions (arguments as OpenNebula passes them). A VM disk is a link
+ * <system ds>/<vmid>/disk.<n> on the host to /dev/storpool/<volume>; the link tells which volume a
+ * disk is, so no VM document is needed. Non-persistent disks are clones <px>-sys-<vm>-<disk> of the
+ * image, persistent ones the image's volume itself.
+ */
+import { copyFile, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { StorpoolError } from '@storpool/errors';
+import { type DriverEnv, MiB, clientIdOf, devicePath, diskIds, names, onHost, q, runLocal, sourceVolume, splitHostPath } from './env.js';
+import { attach, attachedTo, deleteVolume, detach, linkDisk, linkedDisks, linkedVolume, requireVolume, revertVolume, unlink, volumeExists } from './ops.js';
+import { datastoreUsage } from './ds.js';
+import { parseDocument, intField } from './xml.js';
+
+function need(args: string[], n: number, usage: string): void {
+  if (args.length < n) throw new StorpoolError('CONFIG_ERR_INVALID', `usage: ${usage}`);
+}
+
+function int(v: string | undefined, what: string): number {
+  if (v === undefined || !/^-?\d+$/.test(v)) throw new StorpoolError('CONFIG_ERR_INVALID', `${what} must be an integer, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/** The volume behind host:path: the link's target, else the conventional name of the disk. */
+async function diskVolume(e: DriverEnv, arg: string): Promise<{ host: string; path: string; volume: string }> {
+  const { host, path } = splitHostPath(arg);
+  const linked = await linkedVolume(e, host, path);
+  if (linked !== undefined) return { host, path, volume: linked };
+  const { vmId, diskId } = diskIds(path);
+  const volume = names.disk(e, vmId, diskId);
+  if (!(await volumeExists(e, volume))) throw new StorpoolError('CONFIG_ERR_INVALID', `no volume ${volume} for disk ${path}`);
+  return { host, path, volume };
+}
+
+/** Drops one disk from a host: detach, unlink; system volumes (clones, volatile, context) are deleted. */
+async function dropDisk(e: DriverEnv, host: string, path: string, volume: string): Promise<void> {
+  if (await volumeExists(e, volume)) {
+    await detach(e, volume, clientIdOf(e, host));
+    if (volume.startsWith(`${e.prefix}-sys-`)) await deleteVolume(e, volume);
+  }
+  await unlink(e, host, path);
+}
+
+async function buildIso(files: string): Promise<{ iso: string; dir: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'storpool-one-ctx-'));
+  const root = join(dir, 'root');
+  await mkdir(root);
+  for (const item of files.split(/\s+/).filter(Boolean)) {
+    // OpenNebula passes "path" or "path:'name'" (FILES_DS entries renamed in the ISO).
+    const m = /^(.*?):'([^']+)'$/.exec(item);
+    const src = m === null ? item : m[1]!;
+    const name = m === null ? basename(item) : m[2]!;
+    if (!(await stat(src).then((s) => s.isFile(), () => false))) throw new StorpoolError('CONFIG_ERR_INVALID', `context file ${src} does not exist`);
+    await copyFile(src, join(root, name));
+  }
+  const iso = join(dir, 'context.iso');
+  await runLocal('genisoimage', ['-quiet', '-o', iso, '-V', 'CONTEXT', '-J', '-R', root]);
+  return { iso, dir };
+}
+
+export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () => Promise<string>) => Promise<string>> = {
+  /** clone fe:SOURCE host:remote_system_ds/disk.i vmid dsid — a copy-on-write clone for a non-persistent disk. */
+  async clone(e, args) {
+    need(args, 3, 'clone fe:SOURCE host:remote_system_ds/disk.i vmid dsid');
+    const image = sourceVolume(args[0]!);
+    const { host, path } = splitHostPath(args[1]!);
+    const { vmId, diskId } = diskIds(path);
+    await requireVolume(e, image, 'image');
+    const name = names.disk(e, vmId, diskId);
+    if (await volumeExists(e, name)) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${name} already exists`);
+    await e.api.volumeCreate({ name, baseOn: image, tags: { virt: 'one', nvm: String(vmId) } });
+    try {
+      await attach(e, name, clientIdOf(e, host));
+      await linkDisk(e, host, path, name);
+    } catch (err) {
+      await deleteVolume(e, name).catch(() => {});
+      throw err;
+    }
+    return '';
+  },
+
+  /** ln fe:SOURCE host:remote_system_ds/disk.i vmid dsid — a persistent image used in place. */
+  async ln(e, args) {
+    need(args, 3, 'ln fe:SOURCE host:remote_system_ds/disk.i vmid dsid');
+    const image = sourceVolume(args[0]!);
+    const { host, path } = splitHostPath(args[1]!);
+    diskIds(path);
+    await requireVolume(e, image, 'image');
+    await attach(e, image, clientIdOf(e, host));
+    await linkDisk(e, host, path, image);
+    return '';
+  },
+
+  /** mvds host:remote_system_ds/disk.i fe:SOURCE vmid dsid — a persistent disk goes back to its datastore. */
+  async mvds(e, args) {
+    need(args, 2, 'mvds host:remote_system_ds/disk.i fe:SOURCE vmid dsid');
+    const { host, path } = splitHostPath(args[0]!);
+    const image = (await linkedVolume(e, host, path)) ?? sourceVolume(args[1]!);
+    await requireVolume(e, image, 'image');
+    await detach(e, image, clientIdOf(e, host));
+    await unlink(e, host, path);
+    return '';
+  },
+
+  /** cpds host:remote_system_ds/disk.i fe:SOURCE snapid vmid dsid — save a disk (or one of its snapshots) as an image. */
+  async cpds(e, args) {
+    need(args, 3, 'cpds host:remote_system_ds/disk.i fe:SOURCE snapid vmid dsid');
+    const { volume } = await diskVolume(e, args[0]!);
+    const target = sourceVolume(args[1]!);
+    const snapId = int(args[2], 'snapid');
+    if (await volumeExists(e, target)) {
+      if ((await attachedTo(e, target)).length > 0) throw new StorpoolError('CONFIG_ERR_INVALID', `target image ${target} exists and is attached`);
+      await deleteVolume(e, target);
+    }
+    const tags = { virt: 'one', type: 'image' };
+    if (snapId < 0) await e.api.volumeCreate({ name: target, baseOn: volume, tags });
+    else await e.api.volumeCreate({ name: target, parent: names.snapshot(volume, snapId), tags });
+    return '';
+  },
+
+  /** mv hostA:dir[/disk.i] hostB:dir[/disk.i] vmid dsid — move a stopped VM's disks between hosts. */
+  async mv(e, args) {
+    need(args, 2, 'mv hostA:system_ds/vmid[/disk.i] hostB:system_ds/vmid[/disk.i] vmid dsid');
+    const src = splitHostPath(args[0]!);
+    const dst = splitHostPath(args[1]!);
+    if (src.host === dst.host && src.path === dst.path) return '';
+    const isDisk = /\/disk\.\d+$/.test(src.path);
+    const disks = isDisk
+      ? new Map([[src.path, await linkedVolume(e, src.host, src.path)]].filter((d): d is [string, string] => d[1] !== undefined))
+      : await linkedDisks(e, src.host, src.path);
+    const from = clientIdOf(e, src.host);
+    const to = clientIdOf(e, dst.host);
+    for (const [path, volume] of disks) {
+      const target = isDisk ? dst.path : `${dst.path.replace(/\/+$/, '')}/${basename(path)}`;
+      if (from !== to) await attach(e, volume, to);
+      await linkDisk(e, dst.host, target, volume);
+      if (from !== to) await detach(e, volume, from);
+      if (src.host !== dst.host || path !== target) await unlink(e, src.host, path);
+    }
+    return '';
+  },
+
+  /** delete host:remote_system_ds/disk.i|host:remote_system_ds/vmid vmid dsid */
+  async delete(e, args) {
+    need(args, 1, 'delete host:remote_system_ds/disk.i|host:remote_system_ds/vmid vmid dsid');
+    const { host, path } = splitHostPath(args[0]!);
+    if (/\/disk\.\d+$/.test(path)) {
+      const linked = await linkedVolume(e, host, path);
+      let volume = linked;
+      if (volume === undefined) {
+        const { vmId, diskId } = diskIds(path);
+        volume = names.disk(e, vmId, diskId);
+      }
+      await dropDisk(e, host, path, volume);
+      return '';
+    }
+    for (const [disk, volume] of await linkedDisks(e, host, path)) await dropDisk(e, host, disk, volume);
+    await onHost(e, host, `rm -rf ${q(path)}`);
+    return '';
+  },
+
+  /** mkimage size format host:remote_system_ds/disk.i vmid dsid — a volatile disk. */
+  async mkimage(e, args) {
+    need(args, 5, 'mkimage size format host:remote_system_ds/disk.i vmid dsid');
+    const size = int(args[0], 'size');
+    const { host, path } = splitHostPath(args[2]!);
+    const { vmId, diskId } = diskIds(path);
+    const dsId = int(args[4], 'dsid');
+    const name = names.disk(e, vmId, diskId);
+    const template = names.template(e, dsId);
+    if (!(await e.api.volumeTemplatesList()).some((t) => t.name === template)) {
+      throw new StorpoolError('CONFIG_ERR_INVALID', `storpool template ${template} of system datastore ${dsId} does not exist (monitor the datastore first)`);
+    }
+    await e.api.volumeCreate({ name, size: size * MiB, template, tags: { virt: 'one', nvm: String(vmId), type: 'volatile' } });
+    try {
+      await attach(e, name, clientIdOf(e, host));
+      await linkDisk(e, host, path, name);
+    } catch (err) {
+      await deleteVolume(e, name).catch(() => {});
+      throw err;
+    }
+    return '';
+  },
+
+  /** resize host:remote_system_ds/disk.i size vmid dsid — size in MB. */
+  async resize(e, args) {
+    need(args, 2, 'resize host:remote_system_ds/disk.i size vmid dsid');
+    const { volume } = await diskVolume(e, args[0]!);
+    await e.api.volumeUpdate(volume, { size: int(args[1], 'size') * MiB });
+    return '';
+  },
+
+  /** context "file1 file2 ..." host:remote_system_ds/disk.i vmid dsid — an ISO volume, attached read-only. */
+  async context(e, args) {
+    need(args, 4, 'context "files" host:remote_system_ds/disk.i vmid dsid');
+    const { host, path } = splitHostPath(args[1]!);
+    const { vmId, diskId } = diskIds(path);
+    const dsId = int(args[3], 'dsid');
+    const name = names.contextDisk(e, vmId, diskId);
+    const template = names.template(e, dsId);
+    const { iso, dir } = await buildIso(args[0]!);
+    try {
+      if (await volumeExists(e, name)) await deleteVolume(e, name);
+      const size = Math.ceil((await stat(iso)).size / MiB) * MiB;
+      await e.api.volumeCreate({ name, size, template, tags: { virt: 'one', nvm: String(vmId), type: 'context' } });
+      const here = clientIdOf(e, 'localhost');
+      await attach(e, name, here, 'rw');
+      try {
+        await runLocal('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', iso, devicePath(e, name)]);
+      } finally {
+        await detach(e, name, here, true);
+      }
+      await attach(e, name, clientIdOf(e, host), 'ro');
+      await linkDisk(e, host, path, name);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    return '';
+  },
+
+  /** snap_create host:remote_system_ds/disk.i snapid vmid dsid */
+  async snap_create(e, args) {
+    need(args, 2, 'snap_create host:remote_system_ds/disk.i snapid vmid dsid');
+    const { volume } = await diskVolume(e, args[0]!);
+    const snapId = int(args[1], 'snapid');
+    await e.api.volumeSnapshot(volume, { name: names.snapshot(volume, snapId), tags: { virt: 'one', ...(args[2] !== undefined ? { nvm: args[2] } : {}) } });
+    return '';
+  },
+
+  async snap_delete(e, args) {
+    need(args, 2, 'snap_delete host:remote_system_ds/disk.i snapid vmid dsid');
+    const { volume } = await diskVolume(e, args[0]!);
+    await e.api.snapshotDelete(names.snapshot(volume, int(args[1], 'snapid')));
+    return '';
+  },
+
+  async snap_revert(e, args) {
+    need(args, 2, 'snap_revert host:remote_system_ds/disk.i snapid vmid dsid');
+    const { volume } = await diskVolume(e, args[0]!);
+    await revertVolume(e, volume, names.snapshot(volume, int(args[1], 'snapid')));
+    return '';
+  },
+
+  /** premigrate src_host dst_host remote_system_dir vmid dsid [template] — attach on the destination too. */
+  async premigrate(e, args) {
+    need(args, 3, 'premigrate src_host dst_host remote_system_dir vmid dsid template');
+    const [srcHost, dstHost, dir] = args as [string, string, string];
+    const disks = await linkedDisks(e, srcHost, dir);
+    const to = clientIdOf(e, dstHost);
+    for (const [path, volume] of disks) {
+      await attach(e, volume, to);
+      if (srcHost !== dstHost) await linkDisk(e, dstHost, path, volume);
+    }
+    return '';
+  },
+
+  /** postmigrate src_host dst_host remote_system_dir vmid dsid [template] — the source lets go. */
+  async postmigrate(e, args) {
+    need(args, 3, 'postmigrate src_host dst_host remote_system_dir vmid dsid template');
+    const [srcHost, dstHost, dir] = args as [string, string, string];
+    const from = clientIdOf(e, srcHost);
+    if (from === clientIdOf(e, dstHost)) return '';
+    for (const [path, volume] of await linkedDisks(e, srcHost, dir)) {
+      await detach(e, volume, from, true);
+      if (srcHost !== dstHost) await unlink(e, srcHost, path);
+    }
+    return '';
+  },
+
+  /** failmigrate src_host dst_host remote_system_dir vmid dsid [template] — undo premigrate. */
+  async failmigrate(e, args) {
+    need(args, 3, 'failmigrate src_host dst_host remote_system_dir vmid dsid template');
+    const [srcHost, dstHost, dir] = args as [string, string, string];
+    const to = clientIdOf(e, dstHost);
+    if (to === clientIdOf(e, srcHost)) return '';
+    for (const [path, volume] of await linkedDisks(e, srcHost, dir)) {
+      await detach(e, volume, to, true);
+      if (srcHost !== dstHost) await unlink(e, dstHost, path);
+    }
+    return '';
+  },
+
+  /**
+   * monitor [ds_action_data] dsid — system datastore: usage, then per VM the sizes of its disks
+   * (`VM = [ ID = n, MONITOR = "<base64 DISK_SIZE=[ID=d,SIZE=mb] ...>" ]`).
+   */
+  async monitor(e, args, stdin) {
+    const numeric = args.length > 0 && /^\d+$/.test(args[0]!);
+    const data = !numeric && args[0] !== undefined ? args[0] : await stdin();
+    const ds = parseDocument(data, 'DS_DRIVER_ACTION_DATA')['DATASTORE'];
+    const dsNode = typeof ds === 'object' && !Array.isArray(ds) ? ds : undefined;
+    const dsId = intField(dsNode, 'ID');
+    const lines = [await datastoreUsage(e, dsId, dsNode)];
+    const re = new RegExp(`^${e.prefix}-sys-(\\d+)-(\\d+)$`);
+    const perVm = new Map<number, string[]>();
+    for (const v of await e.api.volumesList()) {
+      const m = re.exec(v.name);
+      if (m === null || v.tags?.['virt'] !== 'one') continue;
+      const vm = Number(m[1]);
+      perVm.set(vm, [...(perVm.get(vm) ?? []), `DISK_SIZE=[ID=${m[2]},SIZE=${Math.ceil(v.size / MiB)}]`]);
+    }
+    for (const [vm, disks] of [...perVm].sort((a, b) => a[0] - b[0])) {
+      lines.push(`VM = [ ID = ${vm}, MONITOR = "${Buffer.from(disks.join('\n')).toString('base64')}" ]`);
+    }
+    return lines.join('\n');
+  },
+};
