@@ -1,31 +1,87 @@
-/** Ad-hoc profile of 4 KiB random writes at QD32 (REP=1|3, THICK=1): IOPS, commits, CPU per process. */
-import { readFileSync } from 'node:fs';
+/**
+ * Ad-hoc profile of 4 KiB random writes (REP=1|3, QD, THICK=1, SECONDS_RUN, READ=1 for reads):
+ * IOPS, commits, and CPU per op per process, split into user/system and main thread/other threads
+ * (libuv threadpool, LMDB, GC). CPU per op is the metric to compare on a busy machine.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
 import { LocalCluster, SeededRandom } from '@storpool/testkit';
 import { BLOCK_BYTES } from '@storpool/protocol';
 
 const rep = Number(process.env.REP ?? 3);
 const qd = Number(process.env.QD ?? 32);
-const cpuMs = (pid: number): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+const reading = process.env.READ === '1';
+interface Cpu { user: number; sys: number; mainUser: number; mainSys: number }
+/** CPU ms of a process (user, system) and of its main thread, from /proc. */
+const cpu = (pid: number): Cpu => {
+  const parse = (path: string): [number, number] => {
+    const f = readFileSync(path, 'utf8').split(') ')[1]!.split(' ');
+    return [(Number(f[11]) * 1000) / 100, (Number(f[12]) * 1000) / 100];
+  };
+  const [user, sys] = parse(`/proc/${pid}/stat`);
+  const [mainUser, mainSys] = parse(`/proc/${pid}/task/${pid}/stat`);
+  return { user, sys, mainUser, mainSys };
+};
+/** CPU ms per thread name (libuv threadpool, LMDB writer, GC, ...) of a process. */
+const threads = (pid: number): Map<string, number> => {
+  const out = new Map<string, number>();
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
+      const f = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      out.set(`${comm}/${t === String(pid) ? 'main' : t}`, ((Number(f[11]) + Number(f[12])) * 1000) / 100);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
 };
 const cluster = await LocalCluster.start({ disks: 3, replications: [rep], diskSizeBytes: 2 * 1024 ** 3, logLevel: 'warn', preallocate: process.env.THICK === '1' });
 try {
   const client = await cluster.client();
   const vol = client.volume({ volumeId: 1, sizeBytes: 1024 ** 3, group: 1 });
   const block = Buffer.alloc(BLOCK_BYTES, 1);
+  if (reading) {
+    // Something to read: 64 MiB written sequentially first.
+    const big = Buffer.alloc(1024 * 1024, 7);
+    for (let off = 0; off < 64 * 1024 * 1024; off += big.length) await vol.write(off, big);
+  }
   const pids = [...cluster.servers.values()].map((s) => s.proc!.pid!);
-  const before = pids.map(cpuMs);
+  const before = pids.map(cpu);
+  const threadsBefore = pids.map(threads);
   const c0 = process.cpuUsage();
   const seconds = Number(process.env.SECONDS_RUN ?? 5);
   const end = performance.now() + seconds * 1000;
   let ops = 0;
+  const lat: number[] = [];
   await Promise.all(Array.from({ length: qd }, async (_, w) => {
     const rnd = new SeededRandom(w + 1);
-    while (performance.now() < end) { await vol.write(rnd.int(0, 262143) * BLOCK_BYTES, block); ops++; }
+    while (performance.now() < end) {
+      const t = performance.now();
+      if (reading) await vol.read(rnd.int(0, 16383) * BLOCK_BYTES, BLOCK_BYTES);
+      else await vol.write(rnd.int(0, 262143) * BLOCK_BYTES, block);
+      lat.push(performance.now() - t);
+      ops++;
+    }
   }));
   const c1 = process.cpuUsage(c0);
-  const after = pids.map(cpuMs);
-  console.log(`rep${rep} 4K randwrite QD${qd}: ${(ops / seconds).toFixed(0)} IOPS; CPU ms per write: client ${((c1.user + c1.system) / 1000 / ops).toFixed(3)}, servers ${pids.map((_, i) => ((after[i]! - before[i]!) / ops).toFixed(3)).join(' ')}`);
-  for (const d of [1, 2, 3]) { const s = (await client.diskStats(d)) as { store: { commits: number; writesCommitted: number } }; console.log(`disk ${d}: ${s.store.commits} commits, ${(s.store.writesCommitted / s.store.commits).toFixed(1)} writes/commit`); }
+  const after = pids.map(cpu);
+  const threadsAfter = pids.map(threads);
+  const per = (ms: number): string => (ms / ops).toFixed(3);
+  const mean = lat.reduce((a, b) => a + b, 0) / lat.length;
+  console.log(`rep${rep} 4K rand${reading ? 'read' : 'write'} QD${qd}: ${(ops / seconds).toFixed(0)} IOPS, mean ${mean.toFixed(3)} ms; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`);
+  console.log(`CPU ms per op: client ${((c1.user + c1.system) / 1000 / ops).toFixed(3)} (user ${per(c1.user / 1000)} sys ${per(c1.system / 1000)})`);
+  let total = (c1.user + c1.system) / 1000;
+  pids.forEach((_, i) => {
+    const a = after[i]!;
+    const b = before[i]!;
+    const u = a.user - b.user;
+    const s = a.sys - b.sys;
+    total += u + s;
+    console.log(`  server ${i + 1}: ${per(u + s)} (user ${per(u)} sys ${per(s)}; main thread user ${per(a.mainUser - b.mainUser)} sys ${per(a.mainSys - b.mainSys)})`);
+    const tb = threadsBefore[i]!;
+    const parts = [...threadsAfter[i]!].map(([name, ms]) => [name, ms - (tb.get(name) ?? 0)] as const).filter(([, ms]) => ms > 0).sort((x, y) => y[1] - x[1]);
+    console.log(`    threads: ${parts.map(([name, ms]) => `${name} ${per(ms)}`).join(', ')}`);
+  });
+  console.log(`  total ${per(total)} ms CPU per op`);
+  if (!reading) for (const d of [1, 2, 3]) { const s = (await client.diskStats(d)) as { store: { commits: number; writesCommitted: number } }; console.log(`disk ${d}: ${s.store.commits} commits, ${(s.store.writesCommitted / s.store.commits).toFixed(1)} writes/commit`); }
 } finally { await cluster.stop(); }

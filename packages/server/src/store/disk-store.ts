@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { BlockAllocator, type Extent } from './allocator.js';
 import { checkIdentity, defaultIndexDir, indexExists, openIndexDb, type IndexDb } from './index-db.js';
-import { preadAll, preadAllAsync, storeError, writevAll, type Done } from './io.js';
+import { preadAll, preadAllAsync, storeError, writevAll, writevAllSync, type Done } from './io.js';
 import {
   blockKeyBytes,
   checkObjectKey,
@@ -37,7 +37,7 @@ import {
   type ObjectKey,
   type ObjectValue,
 } from './keys.js';
-import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, LIST_OBJECTS_LIMIT_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
+import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, CYCLE_SYNC_WRITE_BYTES_MAX, LIST_OBJECTS_LIMIT_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
 import { acquireDiskLock } from './lock.js';
 import { JOURNAL_BYTES, JOURNAL_OFFSET, JournalRing, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, journalSalt, recordBodyBytes, recordBytes, type JournalOp } from './journal.js';
 import { chooseSuperblock, type Superblock } from './superblock.js';
@@ -479,7 +479,8 @@ export class DiskStore {
     assert(ops.length > 0);
     this.cycle = ops;
     const live = this.allocateCycle(ops);
-    this.writeCycleData(live, (err, writesFailed) => {
+    const sync = cycleDataBytes(live) <= CYCLE_SYNC_WRITE_BYTES_MAX;
+    this.writeCycleData(live, sync, (err, writesFailed) => {
       if (this.failed !== null || err !== null) {
         this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
@@ -490,7 +491,7 @@ export class DiskStore {
         this.endCycle(ops);
         return;
       }
-      this.journalAndSync(toCommit, (syncErr, seq) => {
+      this.journalAndSync(toCommit, sync, (syncErr, seq) => {
         if (this.failed !== null || syncErr !== null) {
           this.fail(this.failed ?? (syncErr as StorpoolError), ops);
           return;
@@ -506,26 +507,40 @@ export class DiskStore {
    * makes the cycle's data AND its index changes durable. Waits for an index flush when the ring
    * space is still needed.
    */
-  private journalAndSync(toCommit: Op[], done: (err: StorpoolError | null, seq: number) => void): void {
+  private journalAndSync(toCommit: Op[], sync: boolean, done: (err: StorpoolError | null, seq: number) => void): void {
     const seq = this.journalSeq + 1;
     const record = encodeRecord({ seq, ops: toCommit }, this.journalSaltValue);
     const start = this.ring.place(record.length);
     if (start === undefined) {
       // The ring is full of records the index does not hold yet: checkpoint now and retry.
       this.checkpoint().then(
-        () => this.journalAndSync(toCommit, done),
+        () => this.journalAndSync(toCommit, sync, done),
         (err: unknown) => done(storeError(err, `checkpointing the index of ${this.path}`), seq),
       );
       return;
     }
     this.journalSeq = seq;
     this.ring.written(seq, start, record.length);
+    const flush = (): void => {
+      fs.fdatasync(this.fd, (syncErr) => done(syncErr ? storeError(syncErr, `fdatasync of ${this.path}`) : null, seq));
+    };
+    if (sync) {
+      // Into the page cache, on this thread: only the fdatasync below makes it durable.
+      try {
+        writevAllSync(this.fd, [record], JOURNAL_OFFSET + start);
+      } catch (writeErr) {
+        done(storeError(writeErr, `writing the journal of ${this.path}`), seq);
+        return;
+      }
+      flush();
+      return;
+    }
     writevAll(this.fd, [record], JOURNAL_OFFSET + start, (writeErr) => {
       if (writeErr !== null) {
         done(storeError(writeErr, `writing the journal of ${this.path}`), seq);
         return;
       }
-      fs.fdatasync(this.fd, (syncErr) => done(syncErr ? storeError(syncErr, `fdatasync of ${this.path}`) : null, seq));
+      flush();
     });
   }
 
@@ -681,7 +696,7 @@ export class DiskStore {
    * makes it durable. done(fatal, writesFailed): a write error fails this cycle's writes only
    * (their blocks are freed, they were never referenced).
    */
-  private writeCycleData(live: Op[], done: (fatal: StorpoolError | null, writesFailed: StorpoolError | null) => void): void {
+  private writeCycleData(live: Op[], sync: boolean, done: (fatal: StorpoolError | null, writesFailed: StorpoolError | null) => void): void {
     const groups = physicalRuns(live, this.superblock.dataOffset);
     if (groups.length === 0) {
       done(null, null);
@@ -701,6 +716,19 @@ export class DiskStore {
       }
       done(null, null);
     };
+    if (sync) {
+      // A small cycle: into the page cache on this thread (the fdatasync still goes to the pool).
+      for (const g of groups) {
+        let err: Error | null = null;
+        try {
+          writevAllSync(this.fd, g.buffers, g.position);
+        } catch (e) {
+          err = e as Error;
+        }
+        onWritten(err);
+      }
+      return;
+    }
     for (const g of groups) writevAll(this.fd, g.buffers, g.position, onWritten);
   }
 
@@ -1016,6 +1044,13 @@ function checkCrcs(data: Buffer, crcs: Uint32Array): void {
       throw new StorpoolError('STORE_ERR_CHECKSUM', `block ${i} of the write does not match its CRC32C (got ${actual}, expected ${crcs[i]}); nothing was written`);
     }
   }
+}
+
+/** Data bytes the cycle's live ops write. */
+function cycleDataBytes(ops: readonly Op[]): number {
+  let n = 0;
+  for (const op of ops) if (op.data !== null && op.phys !== null) n += op.data.length;
+  return n;
 }
 
 function extentsToPhys(extents: Extent[], count: number): Uint32Array {

@@ -37,6 +37,13 @@ export const CYCLE_BYTES_MAX = 64 * 1024 * 1024;
 /** Most ops one cycle takes from the queue; bounds the length of the single LMDB transaction. */
 export const CYCLE_OPS_MAX = 4096;
 
+/**
+ * A cycle with at most this many data bytes writes its data and journal record synchronously (into
+ * the page cache) and only its fdatasync goes to the threadpool: one round trip instead of three.
+ * Larger cycles write asynchronously, so a long copy never stalls the event loop.
+ */
+export const CYCLE_SYNC_WRITE_BYTES_MAX = 512 * 1024;
+
 /** Buffers per writev call: Linux IOV_MAX. libuv splits larger arrays anyway; we stay below it. */
 export const WRITEV_BUFFERS_MAX = 1024;
 
