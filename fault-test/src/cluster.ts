@@ -162,6 +162,7 @@ export class FaultCluster {
   #mgmt: RootChild | undefined;
   #block: RootChild | undefined;
   #clients: StorpoolClient[] = [];
+  #statsClient: StorpoolClient | undefined;
   #stopped = false;
 
   private constructor(dir: string, lab: NetnsLab, options: FaultClusterOptions) {
@@ -184,6 +185,7 @@ export class FaultCluster {
     }
     const c = new FaultCluster(dir, lab, options);
     try {
+      lab.adoptDir(dir);
       await c.#start();
       return c;
     } catch (err) {
@@ -198,15 +200,11 @@ export class FaultCluster {
     await mkdir(join(this.dir, 'logs'), { recursive: true });
     await mkdir(this.runtimeDir, { recursive: true });
     this.etcd = await startEtcd(this.dir, this.lab.rootIp);
+    this.lab.adopt(this.etcd.process.pid);
     const port = await freePort();
-    this.#mgmt = spawnRoot(process.execPath, [
-      MGMT_BIN, '--etcd', this.etcd.endpoint, '--listen', `${this.lab.rootIp}:${port}`, '--token', this.token,
-      '--map-file', this.mapFile, '--log-level', this.#logLevel, ...(this.#o.mgmtArgs ?? []),
-    ], join(this.dir, 'logs', 'mgmt.log'));
     this.mgmtUrl = `http://${this.lab.rootIp}:${port}`;
     this.api = new StorpoolApi({ host: this.lab.rootIp, port, token: this.token, ourId: CLIENT_ID });
-    const mgmt = this.#mgmt.proc;
-    await until('storpool-mgmt to answer', () => this.api.request('GET', 'VolumeTemplatesList').then(() => true, () => false), START_TIMEOUT_MS, () => mgmt.exitCode === null);
+    await this.restartMgmt();
     for (const host of this.lab.hosts) await this.#register(host);
     // The cluster id comes with the first published map; disks are formatted for it.
     const map = await until('the shard-map file', async () => {
@@ -220,6 +218,32 @@ export class FaultCluster {
     await this.api.request('POST', 'VolumeTemplateCreate', [], { name: 'default', replication: this.#o.replication ?? 3, placeAll: 'default' });
     await this.api.request('POST', 'ClientRegister', [String(CLIENT_ID)]);
     await this.#startBlock();
+  }
+
+  /** Starts storpool-mgmt (again, on the same address and etcd); resolves once the API answers. */
+  async restartMgmt(): Promise<void> {
+    if (this.#mgmt !== undefined && this.#mgmt.proc.exitCode === null && this.#mgmt.proc.signalCode === null) throw new Error('storpool-mgmt is running');
+    this.#mgmt = spawnRoot(process.execPath, [
+      MGMT_BIN, '--etcd', this.etcd!.endpoint, '--listen', `${this.lab.rootIp}:${this.api.port}`, '--token', this.token,
+      '--map-file', this.mapFile, '--log-level', this.#logLevel, ...(this.#o.mgmtArgs ?? []),
+    ], join(this.dir, 'logs', 'mgmt.log'));
+    this.lab.adopt(this.#mgmt.proc.pid);
+    const mgmt = this.#mgmt.proc;
+    await until('storpool-mgmt to answer', () => this.api.request('GET', 'VolumeTemplatesList').then(() => true, () => false), START_TIMEOUT_MS, () => mgmt.exitCode === null && mgmt.signalCode === null);
+  }
+
+  /** SIGKILLs (default) or SIGTERMs storpool-mgmt and waits until it is gone. */
+  async killMgmt(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const m = this.#mgmt;
+    if (m === undefined || m.proc.exitCode !== null || m.proc.signalCode !== null) return;
+    m.proc.kill(signal);
+    await m.exited;
+  }
+
+  /** A disk's own statistics (STATS request to its server): usage, counters. */
+  async diskStats(i: number): Promise<Record<string, unknown>> {
+    const client = this.#statsClient ??= await this.client();
+    return client.diskStats(this.server(i).diskId);
   }
 
   get #logLevel(): string {
@@ -247,6 +271,7 @@ export class FaultCluster {
       BLOCK_BIN, '--nbd', 'off', '--runtime-dir', this.runtimeDir, '--dev-root', join(this.dir, 'dev'), '--attach-method', 'none',
       '--map-file', this.mapFile, '--log-level', this.#logLevel, ...(this.#o.blockArgs ?? []),
     ], join(this.dir, 'logs', 'block.log'), { ...process.env, STORPOOL_CONF: conf, SP_OURID: String(CLIENT_ID) });
+    this.lab.adopt(this.#block.proc.pid);
   }
 
   server(i: number): FaultServer {

@@ -7,7 +7,8 @@
  *      other hosts (TCP connect), a partition from one peer cuts only that peer, heal restores;
  *  (c) SIGKILL of a server during writes, restart after 10 s, with the current code (no
  *      membership: the client retries until the server is back): no acknowledged write lost, no
- *      I/O error, writes go on after the restart.
+ *      I/O error, writes go on after the restart;
+ *  (d) storpool-mgmt SIGKILLed and restarted keeps the cluster state (etcd).
  * FAULT_SEED=N replays a writer's block choice and contents.
  */
 import { execFile } from 'node:child_process';
@@ -59,6 +60,7 @@ describe('fault harness', () => {
     const replicas = await c.compareReplicas(vol);
     expect(replicas.diffs, `${w.describe()}\n${JSON.stringify(replicas.diffs.slice(0, 10), null, 1)}`).toEqual([]);
     expect(replicas.objects).toBe(8);
+    process.stdout.write(`[fault-test] disk 1 stats: ${JSON.stringify(await c.diskStats(1)).slice(0, 400)}\n`);
 
     // verify() must be able to fail: lose one acknowledged block.
     const st = JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(`${c.dir}/writer-smoke.json`, 'utf8'))) as { acked: Record<string, number> };
@@ -125,4 +127,13 @@ describe('fault harness', () => {
     expect(report.badCount, formatReport(report)).toBe(0);
     expect(report.counts.acked, formatReport(report)).toBeGreaterThan(200);
   }, 240_000);
+
+  it('(d) storpool-mgmt SIGKILLed and restarted: the cluster state is kept in etcd', async () => {
+    const c = cluster!;
+    await c.killMgmt();
+    await expect(c.api.request('GET', 'VolumesList')).rejects.toThrow();
+    await c.restartMgmt();
+    const names = (await c.api.request<{ name: string }[]>('GET', 'VolumesList')).data.map((v) => v.name);
+    expect(names).toEqual(expect.arrayContaining(['smoke', 'killed']));
+  }, 120_000);
 });

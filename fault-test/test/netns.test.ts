@@ -5,7 +5,7 @@
  * run left behind (namespaces, root veth, processes inside).
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { NetnsLab, NETNS_STATE_DIR_DEFAULT } from '@storpool/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -21,10 +21,11 @@ async function sh(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => execFile(cmd, args, { encoding: 'utf8' }, (err, out) => (err === null ? resolve(out) : reject(err))));
 }
 
+/** Running (a zombie waiting for a reaper counts as gone). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -92,7 +93,7 @@ describe('NetnsLab', () => {
 
   it('sweep() removes the namespaces, root veth and processes of a run that was SIGKILLed', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', CRASH_CHILD, CRASH_PREFIX], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const info = await new Promise<{ id: string; rootLink: string; namespaces: string[]; sleeper: number }>((resolve, reject) => {
+    const info = await new Promise<{ id: string; rootLink: string; namespaces: string[]; sleeper: number; rootSleeper: number; dir: string }>((resolve, reject) => {
       let out = '';
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString('utf8');
@@ -104,6 +105,8 @@ describe('NetnsLab', () => {
     await new Promise((r) => child.once('exit', r));
     expect(await sh('ip', ['netns', 'list'])).toContain(info.namespaces[1]);
     expect(alive(info.sleeper)).toBe(true);
+    expect(alive(info.rootSleeper)).toBe(true);
+    expect(existsSync(info.dir)).toBe(true);
 
     const removed = await NetnsLab.sweep({ prefix: CRASH_PREFIX });
     expect(removed.sort()).toEqual([...info.namespaces, info.rootLink].sort());
@@ -112,6 +115,10 @@ describe('NetnsLab', () => {
     expect(await sh('ip', ['link'])).not.toContain(info.rootLink);
     for (let i = 0; i < 50 && alive(info.sleeper); i++) await new Promise((r) => setTimeout(r, 100));
     expect(alive(info.sleeper)).toBe(false);
+    // The orphaned root-namespace sleeper is reparented, not our child: poll until it is gone.
+    for (let i = 0; i < 50 && alive(info.rootSleeper); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(alive(info.rootSleeper)).toBe(false);
+    expect(existsSync(info.dir)).toBe(false);
 
     // A lab whose owner (this process) lives is left alone.
     const live = await NetnsLab.create({ hosts: 1, prefix: CRASH_PREFIX });

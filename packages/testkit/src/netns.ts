@@ -21,6 +21,7 @@
 import { spawn, execFile, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const NETNS_STATE_DIR_DEFAULT = '/run/storpool-netns';
@@ -69,6 +70,21 @@ interface LabRecord {
   subnet: string;
   namespaces: string[];
   rootLink: string;
+  /** Root-namespace processes (etcd, mgmt, ...) and temp dirs of the run, for the sweeper. */
+  adopted?: { pid: number; start: string }[];
+  dirs?: string[];
+}
+
+/** SIGKILLs recorded processes that are still the same processes (pid and start time). */
+function killAdopted(list: { pid: number; start: string }[] | undefined): void {
+  for (const a of list ?? []) {
+    if (processStart(a.pid) !== a.start) continue;
+    try {
+      process.kill(a.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
 }
 
 export interface CmdResult { code: number; stdout: string; stderr: string }
@@ -140,6 +156,8 @@ export class NetnsLab {
   readonly hosts: LabHost[] = [];
   readonly #stateDir: string;
   readonly #procs = new Set<LabProcess>();
+  #adopted: { pid: number; start: string }[] = [];
+  #dirs: string[] = [];
   #destroyed = false;
 
   private constructor(id: string, prefix: string, subnet: string, stateDir: string) {
@@ -180,7 +198,7 @@ export class NetnsLab {
   #writeRecord(): void {
     const rec: LabRecord = {
       pid: process.pid, pidStart: processStart(process.pid) ?? '', id: this.id, prefix: this.prefix, subnet: this.subnet,
-      namespaces: [this.switchNetns, ...this.hosts.map((h) => h.netns)], rootLink: this.rootLink,
+      namespaces: [this.switchNetns, ...this.hosts.map((h) => h.netns)], rootLink: this.rootLink, adopted: this.#adopted, dirs: this.#dirs,
     };
     writeFileSync(this.#recordPath, JSON.stringify(rec));
   }
@@ -219,6 +237,24 @@ export class NetnsLab {
     await this.#iptables(host, ['-I', 'INPUT', '1', '-j', CHAIN]);
     await this.#iptables(host, ['-I', 'OUTPUT', '1', '-j', CHAIN]);
     return host;
+  }
+
+  /**
+   * Records a process this run started outside the lab (in the root namespace: etcd, mgmt, the
+   * block service) so that destroy() and — after a crash — the sweeper SIGKILL it too.
+   */
+  adopt(pid: number | undefined): void {
+    const start = pid === undefined ? undefined : processStart(pid);
+    if (pid === undefined || start === undefined || this.#destroyed) return;
+    this.#adopted.push({ pid, start });
+    this.#writeRecord();
+  }
+
+  /** Records a temp directory of this run for the sweeper to remove after a crash (destroy() leaves it). */
+  adoptDir(path: string): void {
+    if (!path.startsWith(`${tmpdir()}/`) || this.#destroyed) throw new Error(`adoptDir: only directories under ${tmpdir()}/ (${path})`);
+    this.#dirs.push(path);
+    this.#writeRecord();
   }
 
   host(ref: HostRef): LabHost {
@@ -339,6 +375,7 @@ export class NetnsLab {
   destroySync(): void {
     this.#destroyed = true;
     for (const p of this.#procs) p.child.kill('SIGKILL');
+    killAdopted(this.#adopted);
     for (const ns of [...this.hosts.map((h) => h.netns), this.switchNetns]) removeNamespaceSync(ns);
     trySync('ip', ['link', 'del', this.rootLink]);
     rmSync(this.#recordPath, { force: true });
@@ -376,7 +413,11 @@ export class NetnsLab {
         continue;
       }
       if (rec !== undefined) {
+        killAdopted(rec.adopted);
         for (const ns of rec.namespaces) removeNamespaceSync(ns);
+        for (const dir of rec.dirs ?? []) {
+          if (dir.startsWith(`${tmpdir()}/`)) rmSync(dir, { recursive: true, force: true });
+        }
         trySync('ip', ['link', 'del', rec.rootLink]);
         rmSync(`${stateDir}/net-${rec.subnet}`, { force: true });
         removed.push(...rec.namespaces, rec.rootLink);
