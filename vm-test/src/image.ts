@@ -19,7 +19,7 @@ import { elfNeeded } from './elf.js';
 const exec = promisify(execFile);
 
 /** Bump when the image layout or init changes, to invalidate cached images. */
-const IMAGE_FORMAT = 6;
+const IMAGE_FORMAT = 7;
 
 /** Debian packages unpacked into the guest, besides the kernel. */
 export const GUEST_PACKAGES = [
@@ -368,8 +368,9 @@ const HELPERS_SCRIPT = `# vm-test helpers
 fail() { echo "@@RESULT fail $*"; sync; poweroff -f; sleep 10; }
 step() { echo "@@STEP $*"; }
 run() { "$@" || fail "command failed ($?): $*"; }
-# share TAG DIR: mount a host directory shared with RunVmOptions.shares
-share() { mkdir -p "$2" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose "$1" "$2" || fail "cannot mount 9p share $1 on $2"; }
+# share TAG DIR [CACHE]: mount a host directory shared with RunVmOptions.shares; CACHE=none
+# (default loose) when the host changes files while the guest runs
+share() { mkdir -p "$2" && mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=\${3:-loose} "$1" "$2" || fail "cannot mount 9p share $1 on $2"; }
 `;
 
 /**
