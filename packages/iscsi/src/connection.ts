@@ -154,7 +154,21 @@ export class IscsiConnection {
     this.state = 'closed';
     for (const t of this.#tasks.values()) t.aborted = true;
     this.#tasks.clear();
-    if (this.#sessionKey !== undefined) this.#env.unregisterSession(this.#sessionKey, this);
+    if (this.#sessionKey !== undefined) {
+      this.#env.unregisterSession(this.#sessionKey, this);
+      // RESERVE(6) reservations end with the I_T nexus (SPC-2 §5.5.1); persistent ones do not.
+      this.#releaseLegacy((holder) => holder === this.nexus);
+    }
+  }
+
+  #releaseLegacy(which: (holder: string) => boolean, lunNumber?: number): void {
+    for (const l of this.#target?.luns ?? []) {
+      if (lunNumber !== undefined && l.lun !== lunNumber) continue;
+      this.#env.reservations.update(l.backend.id, (s) => {
+        if (s.legacy === undefined || !which(s.legacy)) return { state: undefined, result: undefined };
+        return { state: { ...s, legacy: undefined }, result: undefined };
+      }).catch((err: unknown) => this.#env.log.warn({ err: (err as Error).message }, 'releasing a RESERVE(6) reservation failed'));
+    }
   }
 
   /** Ends this session from the target side (reinstatement, shutdown). */
@@ -585,10 +599,12 @@ export class IscsiConnection {
       case 5: // LOGICAL UNIT RESET
         if (this.#target?.luns.some((l) => l.lun === lunNumber) !== true) { response = 2; break; }
         abortWhere((t) => t.lunNumber === lunNumber);
+        this.#releaseLegacy(() => true, lunNumber);
         break;
       case 6: // TARGET WARM RESET
       case 7: // TARGET COLD RESET
         abortWhere(() => true);
+        this.#releaseLegacy(() => true);
         break;
       case 8: // TASK REASSIGN: needs ErrorRecoveryLevel 2
         response = 4;

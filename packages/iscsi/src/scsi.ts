@@ -315,10 +315,11 @@ export class ScsiLun {
     if (wp !== undefined) return wp;
     const bad = this.#range(lba, count);
     if (bad !== undefined) return bad;
+    const len = count * BLOCK;
+    // The Data-Out must be exactly the compare and the write blocks (a count that wrapped to 0 too).
+    if (d.length !== 2 * len) return invalidCdb(13);
     if (count === 0) return good();
     if (count > MAX_CAW_BLOCKS) return invalidCdb(13);
-    const len = count * BLOCK;
-    if (d.length < 2 * len) return check(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR);
     const compare = d.subarray(0, len);
     const data = d.subarray(len, 2 * len);
     const b = this.ctx.backend;
