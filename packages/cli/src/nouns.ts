@@ -624,10 +624,30 @@ const disk: NounSpec = {
       argName: 'DISK',
       build: (p) => { const id = diskId(confirmedParsed(p)); return change((api) => api.diskForget(id)); },
     },
-    scrub: { summary: 'start a read-verify pass (DiskScrubStart)', build: (p) => { const id = diskId(p); return change((api) => api.diskScrubStart(id)); } },
+    scrub: {
+      summary: 'start a read-verify pass (DiskScrubStart), or show its status (DiskDescribe)',
+      arg: 'optional',
+      argName: 'start|status',
+      build: (p) => {
+        const id = diskId(p);
+        if (p.arg === undefined || p.arg === 'start') return change((api) => api.diskScrubStart(id));
+        if (p.arg !== 'status') throw new UsageError(`storpool disk ${id} scrub: expected start or status, got ${p.arg}`);
+        return showKeyValues(async (api) => scrubView(await api.diskDescribe(id)));
+      },
+    },
   },
-  examples: ['storpool disk list', 'storpool disk 3 softEject', 'storpool disk 3 forget 3'],
+  examples: ['storpool disk list', 'storpool disk 3 softEject', 'storpool disk 3 scrub', 'storpool disk 3 scrub status', 'storpool disk 3 forget 3'],
 };
+
+/** `disk D scrub status`: StorPool's scrubbing fields and the server's counters (docs/scrubbing.md). */
+function scrubView(d: T.Disk): Record<string, unknown> {
+  const s = d.scrubStatus;
+  return {
+    disk: d.id, running: s?.running, progress: s?.pass.progress, scrubbedBytes: d.scrubbedBytes, scrubbingBW: d.scrubbingBW, scrubbingFinishAfter: d.scrubbingFinishAfter,
+    lastScrubCompleted: d.lastScrubCompleted, errorsFound: s?.pass.errorsFound, repaired: s?.pass.repaired, unrepairable: s?.pass.unrepairable,
+    totalErrorsFound: s?.total.errorsFound, totalRepaired: s?.total.repaired, totalUnrepairable: s?.total.unrepairable, unrepairableBlocks: s?.unrepairableBlocks,
+  };
+}
 
 function confirmedParsed(p: ParsedWords): ParsedWords {
   confirmed(p);

@@ -89,6 +89,8 @@ const CASES: Case[] = [
   [['disk', '3', 'softEject'], [post('DiskSoftEject/3')]],
   [['disk', '3', 'forget', '3'], [post('DiskForget/3')]],
   [['disk', '3', 'scrub'], [post('DiskScrubStart/3')]],
+  [['disk', '3', 'scrub', 'start'], [post('DiskScrubStart/3')]],
+  [['disk', '3', 'scrub', 'status'], [get('DiskDescribe/3')]],
   // services, clients, tasks, balancer
   [['server', 'list'], [get('ServersList')]],
   [['service', 'list'], [get('ServicesList')]],
