@@ -44,19 +44,24 @@ async function dropDisk(e: DriverEnv, host: string, path: string, volume: string
 
 async function buildIso(files: string): Promise<{ iso: string; dir: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'storpool-one-ctx-'));
-  const root = join(dir, 'root');
-  await mkdir(root);
-  for (const item of files.split(/\s+/).filter(Boolean)) {
-    // OpenNebula passes "path" or "path:'name'" (FILES_DS entries renamed in the ISO).
-    const m = /^(.*?):'([^']+)'$/.exec(item);
-    const src = m === null ? item : m[1]!;
-    const name = m === null ? basename(item) : m[2]!;
-    if (!(await stat(src).then((s) => s.isFile(), () => false))) throw new StorpoolError('CONFIG_ERR_INVALID', `context file ${src} does not exist`);
-    await copyFile(src, join(root, name));
+  try {
+    const root = join(dir, 'root');
+    await mkdir(root);
+    for (const item of files.split(/\s+/).filter(Boolean)) {
+      // OpenNebula passes "path" or "path:'name'" (FILES_DS entries renamed in the ISO).
+      const m = /^(.*?):'([^']+)'$/.exec(item);
+      const src = m === null ? item : m[1]!;
+      const name = m === null ? basename(item) : m[2]!;
+      if (!(await stat(src).then((s) => s.isFile(), () => false))) throw new StorpoolError('CONFIG_ERR_INVALID', `context file ${src} does not exist`);
+      await copyFile(src, join(root, name));
+    }
+    const iso = join(dir, 'context.iso');
+    await runLocal('genisoimage', ['-quiet', '-o', iso, '-V', 'CONTEXT', '-J', '-R', root]);
+    return { iso, dir };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
   }
-  const iso = join(dir, 'context.iso');
-  await runLocal('genisoimage', ['-quiet', '-o', iso, '-V', 'CONTEXT', '-J', '-R', root]);
-  return { iso, dir };
 }
 
 export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () => Promise<string>) => Promise<string>> = {
