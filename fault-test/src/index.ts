@@ -2,5 +2,5 @@ export { FaultCluster, MGMT_BIN, BLOCK_BIN, SERVER_PORT, CLIENT_ID, type FaultCl
 export { startEtcd, ETCD_BINARY, type EtcdMember } from './etcd.js';
 export {
   VerifyingWriter, formatReport, WRITER_SCRIPT, DEBIAN_PYTHON, BLOCK_BYTES,
-  type VerifyingWriterOptions, type WriterProgress, type WriteSummary, type VerifyReport, type IoErrorRecord,
+  type VerifyingWriterOptions, type WriterProgress, type WriteSummary, type VerifyReport, type IoErrorRecord, type ReadErrorRecord, type ReadMismatchRecord,
 } from './verifying-writer.js';

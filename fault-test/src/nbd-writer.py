@@ -3,7 +3,7 @@
 python3-libnbd; run with /usr/bin/python3) that writes self-describing 4 KiB blocks at a queue
 depth > 1, remembers every acknowledged write, and reads everything back to check it.
 
-  nbd-writer.py write  --socket PATH --state FILE [--duration-ms MS] [--qd N]
+  nbd-writer.py write  --socket PATH --state FILE [--duration-ms MS] [--qd N] [--read-pct P]
   nbd-writer.py verify --socket PATH --state FILE
 
 The state file (JSON) is created by the caller with seed, firstBlock, blocks, nextGen = 1 and is
@@ -16,6 +16,10 @@ in time (a block is busy while a write to it is in flight).
 Block layout (4096 bytes): b'SPFTWRT1', seed u64, byte offset u64, generation u64 (little
 endian), then 4064 bytes of random.Random((seed << 64) | generation).randbytes(4064).
 Never-written blocks must read as zeros (the volume is new).
+
+With --read-pct P, P% of the operations are reads of a random block that is not being written;
+each answer is checked at once against the same model (a read error or a mismatch is recorded in
+readErrors / readMismatches: reads must go on, and be right, during faults too).
 
 stdout: one JSON object per line: progress every 500 ms, and a final `done` / `verify` object.
 """
@@ -64,6 +68,11 @@ def load_state(path):
     st.setdefault('writes', 0)
     st.setdefault('ackedWrites', 0)
     st.setdefault('maxLatencyMs', 0)
+    st.setdefault('reads', 0)
+    st.setdefault('readErrors', [])
+    st.setdefault('readErrorCount', 0)
+    st.setdefault('readMismatches', [])
+    st.setdefault('readMismatchCount', 0)
     return st
 
 
@@ -101,8 +110,32 @@ def do_write(args):
         if len(st['ioErrors']) < MAX_REPORTED:
             st['ioErrors'].append({'block': b, 'gen': gen, 'error': msg, 't': time.time()})
 
+    def read_problem(b, msg):
+        st['readErrorCount'] += 1
+        if len(st['readErrors']) < MAX_REPORTED:
+            st['readErrors'].append({'block': b, 'error': msg, 't': time.time()})
+
+    def lose(entry, msg):
+        b, gen, _t0, _buf = entry
+        if gen is None:
+            read_problem(b, msg)
+        else:
+            fail(b, gen, msg)
+
+    def check_read(b, data):
+        want = acked.get(str(b), 0)
+        maybe = uncertain.get(str(b), [])
+        gen, problem = classify(bytes(data), seed, b * BLOCK)
+        if problem is None and (gen == want or gen in maybe):
+            return
+        st['readMismatchCount'] += 1
+        if len(st['readMismatches']) < MAX_REPORTED:
+            st['readMismatches'].append({'block': b, 'found': gen, 'acknowledged': want, 'unknownOutcome': maybe,
+                                         'problem': problem or 'generation not acknowledged', 't': time.time()})
+
     def progress(kind='progress'):
         emit({'type': kind, 'writes': st['writes'], 'acked': st['ackedWrites'], 'errors': st['ioErrorCount'],
+              'reads': st['reads'], 'readErrors': st['readErrorCount'], 'readMismatches': st['readMismatchCount'],
               'inflight': len(inflight), 'maxLatencyMs': st['maxLatencyMs'], 'nextGen': st['nextGen']})
 
     while True:
@@ -116,14 +149,29 @@ def do_write(args):
         if dead:
             break
         while not stopping and len(inflight) < args.qd:
+            reading = args.read_pct > 0 and rng.random() * 100 < args.read_pct
             b = None
             for _ in range(16):
                 c = first + rng.randrange(nblocks)
-                if c not in busy and str(c) not in uncertain:
+                if c not in busy and (reading or str(c) not in uncertain):
                     b = c
                     break
             if b is None:
                 break
+            if reading:
+                # The block is busy while the read is in flight, so no write can race it: the
+                # answer must match the model exactly (acknowledged or unknown-outcome).
+                buf = nbd.Buffer(BLOCK)
+                try:
+                    cookie = h.aio_pread(buf, b * BLOCK)
+                except nbd.Error as e:
+                    read_problem(b, f'submit: {e}')
+                    dead = True
+                    break
+                st['reads'] += 1
+                inflight[cookie] = (b, None, time.monotonic(), buf)
+                busy.add(b)
+                continue
             gen = st['nextGen']
             st['nextGen'] += 1
             buf = nbd.Buffer.from_bytearray(bytearray(block_data(seed, b * BLOCK, gen)))
@@ -140,8 +188,8 @@ def do_write(args):
             h.poll(100)
         except nbd.Error as e:
             dead = True
-            for (b, gen, _t0, _buf) in inflight.values():
-                fail(b, gen, f'connection: {e}')
+            for entry in inflight.values():
+                lose(entry, f'connection: {e}')
             inflight.clear()
             busy.clear()
             break
@@ -152,8 +200,15 @@ def do_write(args):
                 break
             if cookie <= 0:
                 break
-            b, gen, t0, _buf = inflight.pop(cookie)
+            b, gen, t0, buf = inflight.pop(cookie)
             busy.discard(b)
+            if gen is None:
+                try:
+                    h.aio_command_completed(cookie)
+                    check_read(b, buf.to_bytearray())
+                except nbd.Error as e:
+                    read_problem(b, str(e))
+                continue
             try:
                 h.aio_command_completed(cookie)
                 acked[str(b)] = gen
@@ -163,16 +218,16 @@ def do_write(args):
                 fail(b, gen, str(e))
         if h.aio_is_dead() or h.aio_is_closed():
             dead = True
-            for (b, gen, _t0, _buf) in inflight.values():
-                fail(b, gen, 'connection lost')
+            for entry in inflight.values():
+                lose(entry, 'connection lost')
             inflight.clear()
             busy.clear()
         if time.monotonic() - last_progress >= 0.5:
             last_progress = time.monotonic()
             progress()
     # Whatever is still in flight (drain timed out) has an unknown outcome.
-    for (b, gen, _t0, _buf) in inflight.values():
-        fail(b, gen, 'still in flight when the writer stopped')
+    for entry in inflight.values():
+        lose(entry, 'still in flight when the writer stopped')
     if not dead:
         try:
             h.flush()
@@ -251,6 +306,7 @@ def main():
     p.add_argument('--state', required=True)
     p.add_argument('--duration-ms', type=int)
     p.add_argument('--qd', type=int, default=16)
+    p.add_argument('--read-pct', type=int, default=0)
     args = p.parse_args()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -32,24 +32,38 @@ export interface VerifyingWriterOptions {
   firstBlock?: number;
   /** Default: FAULT_SEED from the environment, else random. */
   seed?: number;
-  /** Writes in flight (default 16). */
+  /** Operations in flight (default 16). */
   queueDepth?: number;
+  /**
+   * Percent of operations that are reads of a block not being written, each checked at once
+   * against the acknowledged state (default 0: writes only).
+   */
+  readPercent?: number;
 }
 
 export interface WriterProgress {
   writes: number;
   acked: number;
+  /** Failed writes. */
   errors: number;
+  reads: number;
+  readErrors: number;
+  /** Reads that returned something else than the acknowledged state allows. */
+  readMismatches: number;
   inflight: number;
   maxLatencyMs: number;
   nextGen: number;
 }
 
 export interface IoErrorRecord { block: number; gen: number; error: string; t: number }
+export interface ReadErrorRecord { block: number; error: string; t: number }
+export interface ReadMismatchRecord { block: number; found: number | null; acknowledged: number; unknownOutcome: number[]; problem: string; t: number }
 
 export interface WriteSummary extends WriterProgress {
   seed: number;
   ioErrors: IoErrorRecord[];
+  readErrorList: ReadErrorRecord[];
+  readMismatchList: ReadMismatchRecord[];
   /** Blocks whose last write has an unknown outcome. */
   uncertainBlocks: number;
   flushError?: string;
@@ -72,6 +86,10 @@ interface StateFile {
   uncertain?: Record<string, number[]>;
   ioErrors?: IoErrorRecord[];
   ioErrorCount?: number;
+  readErrors?: ReadErrorRecord[];
+  readErrorCount?: number;
+  readMismatches?: ReadMismatchRecord[];
+  readMismatchCount?: number;
   flushError?: string;
 }
 
@@ -87,7 +105,7 @@ export class VerifyingWriter {
   readonly #o: VerifyingWriterOptions;
   #proc: ChildProcess | undefined;
   #exited: Promise<number | null> = Promise.resolve(0);
-  #progress: WriterProgress = { writes: 0, acked: 0, errors: 0, inflight: 0, maxLatencyMs: 0, nextGen: 1 };
+  #progress: WriterProgress = { writes: 0, acked: 0, errors: 0, reads: 0, readErrors: 0, readMismatches: 0, inflight: 0, maxLatencyMs: 0, nextGen: 1 };
   #stderr = '';
   #initialized = false;
 
@@ -121,7 +139,7 @@ export class VerifyingWriter {
   async start(options: { durationMs?: number } = {}): Promise<void> {
     if (this.#proc !== undefined) throw new Error('writer already running');
     await this.#init();
-    const args = [WRITER_SCRIPT, 'write', '--socket', this.#o.socketPath, '--state', this.#o.stateFile, '--qd', String(this.#o.queueDepth ?? 16)];
+    const args = [WRITER_SCRIPT, 'write', '--socket', this.#o.socketPath, '--state', this.#o.stateFile, '--qd', String(this.#o.queueDepth ?? 16), '--read-pct', String(this.#o.readPercent ?? 0)];
     if (options.durationMs !== undefined) args.push('--duration-ms', String(options.durationMs));
     const proc = spawn(DEBIAN_PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#proc = proc;
@@ -135,8 +153,8 @@ export class VerifyingWriter {
         try {
           const msg = JSON.parse(line) as WriterProgress & { type: string };
           if (msg.type === 'progress' || msg.type === 'done') {
-            const { writes, acked, errors, inflight, maxLatencyMs, nextGen } = msg;
-            this.#progress = { writes, acked, errors, inflight, maxLatencyMs, nextGen };
+            const { writes, acked, errors, reads, readErrors, readMismatches, inflight, maxLatencyMs, nextGen } = msg;
+            this.#progress = { writes, acked, errors, reads, readErrors, readMismatches, inflight, maxLatencyMs, nextGen };
           }
         } catch {
           this.#stderr += `${line}\n`;
@@ -183,6 +201,7 @@ export class VerifyingWriter {
     const st = JSON.parse(await readFile(this.#o.stateFile, 'utf8')) as StateFile;
     return {
       ...this.#progress, seed: this.seed, ioErrors: st.ioErrors ?? [], errors: st.ioErrorCount ?? 0,
+      readErrorList: st.readErrors ?? [], readErrors: st.readErrorCount ?? 0, readMismatchList: st.readMismatches ?? [], readMismatches: st.readMismatchCount ?? 0,
       uncertainBlocks: Object.keys(st.uncertain ?? {}).length, ...(st.flushError !== undefined ? { flushError: st.flushError } : {}),
     };
   }
