@@ -39,13 +39,12 @@ sub _verify_url {
     die "invalid storpool API URL '$url' (expected http://host:port)\n";
 }
 
-# Version negotiation: answer PVE's own version when we know it, our own when PVE still
-# accepts it (within its APIAGE), else our own and let PVE refuse us with its own message.
+# Version negotiation: a PVE whose storage API we match (PLUGIN_APIVER_MIN..PLUGIN_APIVER) gets
+# its own version back; any other gets ours, which PVE accepts while it is within its APIAGE and
+# otherwise refuses with its own message.
 sub api {
     my $pve = PVE::Storage::APIVER();
-    my $age = PVE::Storage::APIAGE();
     return $pve if $pve >= PLUGIN_APIVER_MIN && $pve <= PLUGIN_APIVER;
-    return PLUGIN_APIVER if $pve - $age <= PLUGIN_APIVER;
     return PLUGIN_APIVER;
 }
 
