@@ -23,9 +23,11 @@ import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { ensureImage, initrdWithScript } from '@storpool/vm-test';
 import { XMLParser } from 'fast-xml-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { diskSpecFromCluster, domainXml } from '../src/index.js';
+import { diskSpecFromCluster, domainXml, runLibvirtCli } from '../src/index.js';
 
 const CLI_BIN = fileURLToPath(new URL('../bin/storpool-libvirt.js', import.meta.url));
+const STORPOOL_BIN = fileURLToPath(new URL('../../../packages/cli/bin/storpool.js', import.meta.url));
+const HOOK = fileURLToPath(new URL('../hooks/storage', import.meta.url));
 const MiB = 1024 * 1024;
 const PATH = `/usr/sbin:/usr/bin:/sbin:/bin:${process.env['PATH'] ?? ''}`;
 /** The unprivileged user the session libvirtd (and its QEMU) runs as. */
@@ -71,7 +73,16 @@ let libvirtdExited: Promise<void> = Promise.resolve();
 let sessionUri: string;
 let pattern: Buffer;
 
-const cli = (...args: string[]): Promise<string> => ok(process.execPath, [CLI_BIN, ...args], { STORPOOL_CONF: cluster!.confPath });
+/** The binary, as a user runs it (a process per call: used where that matters). */
+const cliProcess = (...args: string[]): Promise<string> => ok(process.execPath, [CLI_BIN, ...args], { STORPOOL_CONF: cluster!.confPath });
+/** The same command in this process (each tsx start costs seconds on a loaded machine). */
+async function cli(...args: string[]): Promise<string> {
+  let out = '';
+  let err = '';
+  const code = await runLibvirtCli(args, { stdout: (t) => { out += t; }, stderr: (t) => { err += t; }, api: () => api });
+  if (code !== 0) throw new Error(`storpool-libvirt ${args.join(' ')} failed (${code}): ${err}`);
+  return out;
+}
 const sessionVirsh = (...cmds: string[]): Promise<string> => ok('virsh', ['-c', sessionUri, cmds.join(' ; ')]);
 
 /** Runs commands in one `virsh -c test:///default` (its state lives only as long as the connection) and splits their outputs. */
@@ -126,7 +137,7 @@ afterAll(async () => {
 describe('libvirt XML', { timeout: 420_000 }, () => {
   it('every generated document validates with virt-xml-validate', async () => {
     const gid = (await api.volume('lv1'))[0]!.globalId;
-    const pool = await cli('pool-xml', 'default');
+    const pool = await cliProcess('pool-xml', 'default');
     expect(parse(pool)['pool']).toMatchObject({ '@_type': 'dir', name: 'storpool-default', target: { path: '/dev/storpool' } });
     await validate(pool, 'storagepool');
     const vol = await cli('vol-xml', 'lv1');
@@ -144,6 +155,8 @@ describe('libvirt XML', { timeout: 420_000 }, () => {
     expect(parse(disks[3]!)['disk']['source']).toMatchObject({ '@_protocol': 'iscsi', '@_name': 'iqn.2026-11.com.storpool:lv1/0' });
     // A <disk> is validated inside a domain (the schema has no stand-alone disk document).
     for (const disk of disks) await validate(`<domain type="qemu"><name>d</name><memory>65536</memory><os><type arch="x86_64">hvm</type></os><devices>${disk}</devices></domain>`, 'domain');
+    // `storpool libvirt ...` (the CLI delegates to this binary) prints the same document.
+    expect(await ok(process.execPath, [STORPOOL_BIN, 'libvirt', 'disk-xml', 'lv1', '--source', 'tcp', '--port', String(nbdPort)], { STORPOOL_CONF: cluster!.confPath })).toBe(disks[0]);
     // Errors: a volume or template that does not exist, a bad option.
     const missing = await sh(process.execPath, [CLI_BIN, 'disk-xml', 'nosuchvol'], { STORPOOL_CONF: cluster!.confPath });
     expect(missing.code).toBe(1);
@@ -151,6 +164,22 @@ describe('libvirt XML', { timeout: 420_000 }, () => {
     const bad = await sh(process.execPath, [CLI_BIN, 'disk-xml', 'lv1', '--source', 'floppy'], { STORPOOL_CONF: cluster!.confPath });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--source floppy/);
+  });
+
+  it('the storage hook makes a storpool pool\'s directory before it starts, and ignores other pools', async () => {
+    const root = join(tmp!, 'hookdev');
+    const xml = await cli('pool-xml', 'default', '--dev-root', root);
+    const hook = (pool: string, op: string, sub: string): Promise<void> => new Promise((resolve, reject) => {
+      const child = spawn(HOOK, [pool, op, sub, '-'], { stdio: ['pipe', 'inherit', 'inherit'] });
+      child.once('error', reject);
+      child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`hook exited ${code}`))));
+      child.stdin!.end(xml);
+    });
+    await hook('other-pool', 'start', 'begin');
+    await hook('storpool-default', 'stopped', 'end');
+    expect(existsSync(join(root, 'storpool'))).toBe(false);
+    await hook('storpool-default', 'start', 'begin');
+    expect(existsSync(join(root, 'storpool'))).toBe(true);
   });
 
   it('virsh -c test:///default accepts them: pool-define, vol-create, define, attach-device, dumpxml round trips', async () => {
@@ -212,11 +241,20 @@ describe('libvirt XML', { timeout: 420_000 }, () => {
 
     // The pool, through the define helper; its target is the dev root's storpool directory.
     const devRoot = join(tmp!, 'pooldev');
-    await cli('pool-define', 'default', '--dev-root', devRoot, '--connect', sessionUri, '--start');
+    await cliProcess('pool-define', 'default', '--dev-root', devRoot, '--connect', sessionUri, '--start');
     const info = await sessionVirsh('pool-info storpool-default');
     expect(info).toMatch(/State:\s+running/);
     expect(info).toMatch(/Persistent:\s+yes/);
     expect(parse(await sessionVirsh('pool-dumpxml storpool-default'))['pool']['target']['path']).toBe(join(devRoot, 'storpool'));
+    // By hand: virsh pool-define of the generated file, pool-build (makes the directory), pool-start.
+    const byHandRoot = join(home, 'home', 'sp');
+    const poolFile = join(tmp!, 'pool-byhand.xml');
+    await writeFile(poolFile, await cli('pool-xml', 'default', '--name', 'storpool-byhand', '--dev-root', byHandRoot));
+    expect(existsSync(join(byHandRoot, 'storpool'))).toBe(false);
+    await sessionVirsh(`pool-define ${poolFile}`, 'pool-build storpool-byhand', 'pool-start storpool-byhand');
+    expect(await sessionVirsh('pool-info storpool-byhand')).toMatch(/State:\s+running/);
+    expect(existsSync(join(byHandRoot, 'storpool'))).toBe(true);
+    await sessionVirsh('pool-destroy storpool-byhand', 'pool-undefine storpool-byhand');
 
     // The guest: vm-test's kernel and initramfs (copied where the session's QEMU may read them).
     const image = await ensureImage();
