@@ -243,6 +243,8 @@ export class FaultCluster {
   /** A disk's own statistics (STATS request to its server): usage, counters. */
   async diskStats(i: number): Promise<Record<string, unknown>> {
     const client = this.#statsClient ??= await this.client();
+    // The map may have grown since (addServer): the pool only knows disks of its current map.
+    if (client.router.disk(this.server(i).diskId) === undefined) await client.refreshMap();
     return client.diskStats(this.server(i).diskId);
   }
 
@@ -395,6 +397,16 @@ export class FaultCluster {
       }
     }
     return { objects, diffs };
+  }
+
+  /** compareReplicas() until there is no difference (e.g. after a catch-up); the last result either way. */
+  async waitReplicasEqual(vol: FaultVolume, timeoutMs = 60_000): Promise<{ objects: number; diffs: ReplicaDiff[] }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.compareReplicas(vol);
+      if (r.diffs.length === 0 || Date.now() > deadline) return r;
+      await sleep(1_000);
+    }
   }
 
   /** The last lines of every log (for failure messages). */

@@ -8,10 +8,12 @@
  *  (c) SIGKILL of a server during writes, restart after 10 s, with the current code (no
  *      membership: the client retries until the server is back): no acknowledged write lost, no
  *      I/O error, writes go on after the restart;
- *  (d) storpool-mgmt SIGKILLed and restarted keeps the cluster state (etcd).
+ *  (d) storpool-mgmt SIGKILLed and restarted keeps the cluster state (etcd);
+ *  (e) addServer(): a 4th host, disk and server join.
  * FAULT_SEED=N replays a writer's block choice and contents.
  */
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, formatReport } from '../src/index.js';
@@ -65,7 +67,7 @@ describe('fault harness', () => {
     process.stdout.write(`[fault-test] disk 1 stats: ${JSON.stringify(await c.diskStats(1)).slice(0, 400)}\n`);
 
     // verify() must be able to fail: lose one acknowledged block.
-    const st = JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(`${c.dir}/writer-smoke.json`, 'utf8'))) as { acked: Record<string, number> };
+    const st = JSON.parse(await readFile(`${c.dir}/writer-smoke.json`, 'utf8')) as { acked: Record<string, number> };
     const victim = Number(Object.keys(st.acked)[0]);
     await nbdWriteZeros(vol.socketPath, victim * 4096);
     const broken = await w.verify();
@@ -142,5 +144,17 @@ describe('fault harness', () => {
     await c.restartMgmt();
     expect(before).toContain('mgmt-restart');
     expect(await list()).toEqual(before);
+  }, 120_000);
+
+  // Last: a new disk changes the shard map of every volume above.
+  it('(e) addServer: a 4th host joins the placement group and its server serves', async () => {
+    const c = cluster!;
+    const s = await c.addServer();
+    expect(s.diskId).toBe(4);
+    expect(s.host.netns).toBe(c.lab.host(4).netns);
+    expect(await c.lab.canConnect(1, s.host.ip, SERVER_PORT)).toBe(true);
+    const map = JSON.parse(await readFile(c.mapFile, 'utf8')) as { disks: { id: number; address: { host: string; port: number } }[] };
+    expect(map.disks.find((d) => d.id === 4)?.address).toEqual({ host: s.host.ip, port: SERVER_PORT });
+    expect((await c.diskStats(4))['diskId']).toBe(4);
   }, 120_000);
 });
