@@ -26,7 +26,8 @@ ROOT=$WORK/root
 PKGS=systemd-sysv,udev,dbus,openssh-server,sudo,ifupdown,isc-dhcp-client,iproute2,iputils-ping,kmod,procps,less
 PKGS=$PKGS,linux-image-amd64,initramfs-tools,nbd-client,e2fsprogs,xfsprogs,etcd-server,etcd-client,rsync,ca-certificates,curl,netbase
 echo "debootstrap $SUITE from $MIRROR"
-debootstrap --variant=minbase --include="$PKGS" "$SUITE" "$ROOT" "$MIRROR"
+mkdir -p "$OUT/debootstrap-cache"
+debootstrap --variant=minbase --cache-dir="$OUT/debootstrap-cache" --include="$PKGS" "$SUITE" "$ROOT" "$MIRROR"
 echo storpool-box > "$ROOT/etc/hostname"
 printf '/dev/vda / ext4 defaults,errors=remount-ro 0 1\n' > "$ROOT/etc/fstab"
 printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n' > "$ROOT/etc/network/interfaces"
@@ -46,7 +47,8 @@ install -m 755 "$(command -v node)" "$ROOT/usr/local/bin/node"
 # host keys are made at first boot: each VM gets its own
 rm -f "$ROOT"/etc/ssh/ssh_host_*
 mkdir -p "$ROOT/etc/systemd/system/ssh.service.d"
-printf '[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n' > "$ROOT/etc/systemd/system/ssh.service.d/hostkeys.conf"
+# (the list is reset: Debian's unit runs `sshd -t` first, which fails without host keys)
+printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' > "$ROOT/etc/systemd/system/ssh.service.d/hostkeys.conf"
 : > "$ROOT/etc/machine-id"
 chroot "$ROOT" apt-get clean
 ls "$ROOT"/boot/initrd.img-* >/dev/null 2>&1 || chroot "$ROOT" update-initramfs -c -k all

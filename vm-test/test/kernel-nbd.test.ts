@@ -43,7 +43,7 @@ afterAll(async () => {
 interface Volume { cycle: FsCycle; volume: ReturnType<StorpoolClient['volume']> }
 
 /** Exports one volume per cycle (export name = label), boots a guest that attaches each to /dev/nbdN. */
-async function runGuest(cycles: FsCycle[], onLine?: (line: string) => void): Promise<{ result: VmResult; clock: StepClock }> {
+async function runGuest(cycles: FsCycle[], onLine?: (line: string) => void, guest: { before?: string; after?: string } = {}): Promise<{ result: VmResult; clock: StepClock }> {
   const vols: Volume[] = cycles.map((cycle) => {
     const volume = client.volume({ volumeId: nextVolumeId++, sizeBytes: VOLUME_BYTES, group: 1 });
     server.addExport(volumeExport(volume, { name: cycle.label }));
@@ -54,7 +54,7 @@ step attach-${c.label}
 run nbd-client 10.0.2.2 ${port} ${c.dev} -N ${c.label} -b 4096 -t 120
 [ "$(cat /sys/block/${c.dev.slice(5)}/size)" = "${VOLUME_BYTES / 512}" ] || fail "${c.dev} size $(cat /sys/block/${c.dev.slice(5)}/size) sectors"`).join('\n');
   const detach = cycles.map((c) => `run nbd-client -d ${c.dev}`).join('\n');
-  const script = `. /lib/vmtest.sh\nset -o pipefail\n${attach}\n${cycles.map(fsCycleScript).join('\n')}\n${detach}\n${DMESG_CHECK}`;
+  const script = `. /lib/vmtest.sh\nset -o pipefail\n${guest.before ?? ''}\n${attach}\n${cycles.map(fsCycleScript).join('\n')}\n${guest.after ?? ''}\n${detach}\n${DMESG_CHECK}`;
   const clock = new StepClock();
   const result = await runVm({
     image, script, files: makeTree().files, timeoutMs: 360_000,
@@ -109,5 +109,18 @@ describe('kernel NBD client in a QEMU guest against storpool', () => {
     // the outage really overlapped the guest's writes (each copy is synced to the device)
     expect(clock.at.get('write-done-kill')).toBeGreaterThan(restartedAt);
     expect(clock.at.get('synced-kill-1')).toBeGreaterThan(killedAt);
+  }, 420_000);
+
+  it('the same over a lossy, slow link (tc netem in the guest: 20±5 ms delay, 2% loss): fsck clean, checksums match', async () => {
+    // Debian's busybox sh runs its own applets before PATH (its tc has no netem): iproute2's by path
+    const { result } = await runGuest([{ dev: '/dev/nbd0', fs: 'ext4', label: 'netem', copies: 1, bigMiB: 8 }], undefined, {
+      before: `run /sbin/tc qdisc add dev eth0 root netem delay 20ms 5ms loss 2%
+/sbin/tc qdisc show dev eth0 | grep -q netem || fail "netem not set"`,
+      // packets netem dropped on the guest's egress while the guest wrote
+      after: `echo "@@NETEM $(/sbin/tc -s qdisc show dev eth0 | sed -n 's/.*dropped \\([0-9]*\\).*/\\1/p' | head -1)"`,
+    });
+    const dropped = Number(marker(result, 'NETEM'));
+    console.log(`vm-test netem: ${dropped} packets dropped by netem during the run`);
+    expect(dropped).toBeGreaterThan(0);
   }, 420_000);
 });

@@ -28,7 +28,9 @@ e2fsck -fn "$DEV"
 mount "$DEV" /mnt/smoke
 (cd /mnt/smoke && sha256sum -c /root/smoke.sums)
 say "SIGKILL the storage server on $KILL_NODE"
-ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i /home/vagrant/.ssh/cluster_key vagrant@"$KILL_NODE" sudo systemctl kill -s KILL storpool-server
+# the file provisioner leaves the key readable by others: ssh refuses such a key
+install -D -m 600 /home/vagrant/.ssh/cluster_key /root/.ssh/cluster_key
+ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -i /root/.ssh/cluster_key vagrant@"$KILL_NODE" sudo systemctl kill -s KILL storpool-server
 for i in 5 6; do dd if=/dev/urandom of=/mnt/smoke/f$i bs=1M count=16 status=none; done
 (cd /mnt/smoke && sha256sum f5 f6 >> /root/smoke.sums)
 sync
