@@ -125,6 +125,24 @@ describe('scrubber', () => {
     expect(again.total.repaired).toBe(bad.length);
   }, 180_000);
 
+  it('client writes during a pass: no false findings, every replica ends with the last write', async () => {
+    const other = client.volume({ volumeId: VOLUME_ID + 1, sizeBytes: OBJECTS * OBJECT_BYTES, group: 1 });
+    const content = (round: number, o: number): Buffer => Buffer.concat(Array.from({ length: BYTES_PER_OBJECT / BLOCK_BYTES }, (_, b) => blockContent(1000 * round + o, b)));
+    await Promise.all(Array.from({ length: OBJECTS }, (_, o) => other.write(o * OBJECT_BYTES, content(0, o))));
+    const started = await client.scrub(3, 'start');
+    expect(started.running).toBe(true);
+    for (let round = 1; round <= 3; round++) await Promise.all(Array.from({ length: OBJECTS }, (_, o) => other.write(o * OBJECT_BYTES, content(round, o))));
+    let s = await client.scrub(3);
+    for (let i = 0; s.running && i < 1200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      s = await client.scrub(3);
+    }
+    expect(s.pass).toMatchObject({ errorsFound: 0, repaired: 0, unrepairable: 0, progress: 1, aborted: false });
+    for (const diskId of [1, 2, 3]) {
+      for (let o = 0; o < OBJECTS; o++) expect((await client.readReplica(diskId, 1, VOLUME_ID + 1, o, 0, BYTES_PER_OBJECT)).data.equals(content(3, o)), `disk ${diskId} object ${o}`).toBe(true);
+    }
+  }, 180_000);
+
   it('a block bad on every disk: counted unrepairable and listed, nothing made up', async () => {
     const [o, b] = [4, 17];
     for (const diskId of [1, 2, 3]) await corrupt(diskId, o, b);
@@ -141,6 +159,7 @@ describe('scrubber', () => {
   }, 180_000);
 
   it('stops a running pass on request', async () => {
+    const completed = (await client.scrub(3)).passesCompleted;
     await client.scrub(3, 'start');
     const stopped = await client.scrub(3, 'stop');
     expect(stopped.pass.startedAt).not.toBeNull();
@@ -149,7 +168,7 @@ describe('scrubber', () => {
       await new Promise((r) => setTimeout(r, 50));
       s = await client.scrub(3);
     }
-    expect(s).toMatchObject({ running: false, passesCompleted: 0, pass: { aborted: true } });
+    expect(s).toMatchObject({ running: false, passesCompleted: completed, pass: { aborted: true } });
     expect(s.pass.progress).toBeLessThan(1);
   }, 60_000);
 });
