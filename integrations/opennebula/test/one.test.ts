@@ -8,6 +8,7 @@
  * Cleanup (even on failure): cluster and block service stopped, leftovers under the temp dir released.
  */
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -186,6 +187,30 @@ describe('OpenNebula datastore driver (DS_MAD)', () => {
     expect(await attachedClients('one-img-5')).toEqual([]);
     const cmp = await withDevice('one-img-5', (dev) => sh('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(tmp, 'image.raw'), dev]));
     expect(cmp.code, cmp.stdout + cmp.stderr).toBe(0);
+  }, 120_000);
+
+  it('an http source: stat from Content-Length, cp downloads it', async () => {
+    const data = rawImage();
+    const server = createServer((req, res) => {
+      if (req.url !== '/images/alpine.raw') { res.writeHead(404).end(); return; }
+      res.writeHead(200, { 'content-length': data.length, 'content-type': 'application/octet-stream' });
+      res.end(req.method === 'HEAD' ? undefined : data);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${port}/images/alpine.raw`;
+      expect((await ok('datastore', 'stat', ['13'], dsData(image({ id: 13, path: url })))).trim()).toBe('8');
+      expect(await ok('datastore', 'cp', ['13'], dsData(image({ id: 13, path: url })))).toBe('one-img-13 raw\n');
+      const md5 = await withDevice('one-img-13', async (dev) => createHash('md5').update(await readFile(dev)).digest('hex'));
+      expect(md5).toBe(createHash('md5').update(data).digest('hex'));
+      const r = await action('datastore', 'cp', ['14'], dsData(image({ id: 14, path: `http://127.0.0.1:${port}/nope` })));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/cannot download .*: HTTP 404/);
+      await ok('datastore', 'rm', ['13'], dsData(image({ id: 13, source: 'one-img-13' })));
+    } finally {
+      server.close();
+    }
   }, 120_000);
 
   it('the older convention (document as first argument) works too', async () => {
