@@ -42,6 +42,32 @@ interface Pending {
 /** How often pending requests are checked against their deadlines. */
 const DEADLINE_SCAN_MS = 250;
 
+/** The socket's read buffer (libuv reads at most this much per call). */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Takes the bytes of each read out of the socket's reused read buffer (a copy of just what
+ * arrived, before the buffer is read into again) and hands them to the connection; holds any that
+ * come before the connection is attached.
+ */
+class ReadSink {
+  #early: Buffer[] = [];
+  #sink: ((chunk: Buffer) => void) | undefined;
+
+  attach(sink: (chunk: Buffer) => void): void {
+    this.#sink = sink;
+    for (const chunk of this.#early.splice(0)) sink(chunk);
+  }
+
+  push(buf: Uint8Array, n: number): boolean {
+    const chunk = Buffer.allocUnsafe(n);
+    chunk.set(buf.subarray(0, n));
+    if (this.#sink === undefined) this.#early.push(chunk);
+    else this.#sink(chunk);
+    return true;
+  }
+}
+
 export class WireConnection {
   readonly address: DiskAddress;
   #socket: Socket;
@@ -54,11 +80,11 @@ export class WireConnection {
   hello: HelloReply | undefined;
   #onClose: ((err: StorpoolError) => void)[] = [];
 
-  private constructor(socket: Socket, address: DiskAddress) {
+  private constructor(socket: Socket, address: DiskAddress, reads: ReadSink) {
     this.#socket = socket;
     this.address = address;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    reads.attach((chunk) => this.#onData(chunk));
     socket.on('error', (err) => this.#fail(new StorpoolError('CLIENT_ERR_CONNECTION', `${address.host}:${address.port}: ${err.message}`)));
     socket.on('close', () => this.#fail(new StorpoolError('CLIENT_ERR_CONNECTION', `connection to ${address.host}:${address.port} closed`)));
     this.#timer = setInterval(() => this.#expire(), DEADLINE_SCAN_MS);
@@ -69,8 +95,11 @@ export class WireConnection {
   static async open(options: WireConnectionOptions): Promise<WireConnection> {
     const { address } = options;
     const timeoutMs = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+    const reads = new ReadSink();
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host: address.host, port: address.port, noDelay: true });
+      // Reads land in one buffer of this connection's, and only what arrived is copied out: the
+      // default allocates a 64 KiB buffer for every read (malloc, shrink, a GC-tracked ArrayBuffer).
+      const s = connect({ host: address.host, port: address.port, noDelay: true, onread: { buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES), callback: (n, buf) => reads.push(buf, n) } });
       const timer = setTimeout(() => {
         s.destroy();
         reject(new StorpoolError('CLIENT_ERR_CONNECTION', `connecting to ${address.host}:${address.port} timed out after ${timeoutMs} ms`));
@@ -84,7 +113,7 @@ export class WireConnection {
         reject(new StorpoolError('CLIENT_ERR_CONNECTION', `cannot connect to ${address.host}:${address.port}: ${err.message}`));
       });
     });
-    const conn = new WireConnection(socket, address);
+    const conn = new WireConnection(socket, address, reads);
     try {
       const reply = await conn.request(
         { op: Op.HELLO, flags: 0, epoch: 0, group: 0, parentCount: 0, volumeId: 0, objectIndex: 0, offset: 0, length: 0, version: 0, placementId: 0, shard: 0 },

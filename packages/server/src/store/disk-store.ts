@@ -911,6 +911,9 @@ interface IndexReader {
   pointers(key: ObjectKey, id: string, firstBlock: number, count: number): Map<number, Pointer>;
 }
 
+/** Ranges of at most this many blocks are looked up block by block instead of with a range scan. */
+const POINT_LOOKUPS_MAX = 2;
+
 function lmdbReader(db: IndexDb): IndexReader {
   return {
     object: (keyBytes) => {
@@ -919,6 +922,14 @@ function lmdbReader(db: IndexDb): IndexReader {
     },
     pointers: (key, _id, firstBlock, count) => {
       const out = new Map<number, Pointer>();
+      if (count <= POINT_LOOKUPS_MAX) {
+        // A few blocks (a 4 KiB write or read): direct gets cost ~1.4 us each, a range scan ~3.3 us.
+        for (let b = firstBlock; b < firstBlock + count; b++) {
+          const value = db.blocks.getBinaryFast(blockKeyBytes(key, b));
+          if (value !== undefined) out.set(b, decodeBlockValue(value));
+        }
+        return out;
+      }
       for (const { key: k, value } of db.blocks.getRange({ start: blockKeyBytes(key, firstBlock), end: blockKeyBytes(key, firstBlock + count) })) {
         out.set(decodeBlockInObject(k), decodeBlockValue(value));
       }
@@ -1080,9 +1091,13 @@ function physicalRuns(ops: Op[], dataOffset: number): { position: number; buffer
   for (const op of ops) {
     if (op.phys === null) continue;
     const data = op.data as Buffer;
-    const idx = Array.from({ length: op.blockCount }, (_, i) => i);
-    for (const r of contiguousRuns(idx, Array.from(op.phys))) {
-      segs.push({ physical: r.physical, count: r.count, buf: data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES) });
+    const phys = op.phys;
+    // Runs of the op's logical blocks that are physically contiguous too.
+    for (let i = 0; i < op.blockCount; ) {
+      let n = 1;
+      while (i + n < op.blockCount && (phys[i + n] as number) === (phys[i] as number) + n) n++;
+      segs.push({ physical: phys[i] as number, count: n, buf: n === op.blockCount ? data : data.subarray(i * BLOCK_BYTES, (i + n) * BLOCK_BYTES) });
+      i += n;
     }
   }
   segs.sort((a, b) => a.physical - b.physical);
