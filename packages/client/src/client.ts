@@ -18,6 +18,10 @@ import {
   chunkCrcs,
   decodeObjectList,
   decodeScrubStatus,
+  decodeShardSyncResult,
+  encodeShardSyncRequest,
+  type ShardSyncRequest,
+  type ShardSyncResult,
   encodeCrcs,
   ScrubCommand,
   firstBadChunk,
@@ -172,6 +176,22 @@ export class StorpoolClient {
     const conn = await this.#pool.get(diskId);
     const reply = await conn.request(diskRequest(Op.STATS, this.#view.router.epoch, {}), [], this.#requestTimeoutMs);
     return JSON.parse(reply.payload.toString('utf8')) as Record<string, unknown>;
+  }
+
+  /** One round trip to a disk (liveness); rejects after `timeoutMs`. */
+  async ping(diskId: number, timeoutMs = this.#requestTimeoutMs): Promise<void> {
+    const conn = await this.#pool.get(diskId);
+    await conn.request(diskRequest(Op.PING, this.#view.router.epoch, {}), [], timeoutMs);
+  }
+
+  /**
+   * Asks the shard primary `primaryDisk` to bring `request.target` up to date for some shards
+   * (SHARD_SYNC, catch-up). Resolves when the copy is complete.
+   */
+  async shardSync(primaryDisk: number, request: ShardSyncRequest, timeoutMs: number): Promise<ShardSyncResult> {
+    const conn = await this.#pool.get(primaryDisk);
+    const reply = await conn.request(diskRequest(Op.SHARD_SYNC, this.#view.router.epoch, { group: request.group }), [encodeShardSyncRequest(request)], timeoutMs);
+    return decodeShardSyncResult(reply.payload);
   }
 
   /** Starts a scrub pass on a disk (a running one goes on), stops it, or only reports (the default). */

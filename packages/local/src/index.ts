@@ -18,7 +18,7 @@ import { connect, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startManagementService, type ManagementService } from '@storpool/mgmt';
+import { startManagementService, type ManagementService, type ManagementServiceOptions } from '@storpool/mgmt';
 import { pino, type Logger } from 'pino';
 
 export const SERVER_BIN = fileURLToPath(new URL('../../server/bin/storpool-server.js', import.meta.url));
@@ -53,6 +53,8 @@ export interface LocalClusterOptions {
   /** More `storpool-server serve` arguments (e.g. `--scrub-mbps 2`). */
   serverArgs?: string[];
   shardCount?: number;
+  /** More options for the management service (failure detection timings, minReplicas...). */
+  mgmt?: Pick<ManagementServiceOptions, 'probeIntervalMs' | 'downAfterMs' | 'reReplicateAfterMs' | 'syncBytesPerSec' | 'minReplicas'>;
   /** Also start this host's block service (logs/block.log). Default: not started. */
   block?: boolean | LocalBlockOptions;
 }
@@ -176,7 +178,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   try {
     service = await startManagementService({
       meta: { backend: 'embedded', dir: join(dataDir, 'meta') }, host, port: o.port ?? DEFAULT_PORT, token, mapFile,
-      log: log.child({ component: 'mgmt' }), ...(o.shardCount !== undefined ? { shardCount: o.shardCount } : {}),
+      log: log.child({ component: 'mgmt' }), ...(o.shardCount !== undefined ? { shardCount: o.shardCount } : {}), ...o.mgmt,
     });
     const clusterId = service.cluster.clusterId;
     const diskCount = o.disks ?? 3;

@@ -41,6 +41,10 @@ export const DISK_STATS_TIMEOUT_MS = 1_500;
 export const SHARDS_PER_GROUP = 256;
 /** Period of the leader's background pass (purges, scheduled snapshot deletion). */
 export const BACKGROUND_INTERVAL_MS = 1_000;
+/** Failure detection defaults (see recovery.ts and docs/resilience.md). */
+export const PROBE_INTERVAL_MS = 1_000;
+export const DOWN_AFTER_MS = 5_000;
+export const RE_REPLICATE_AFTER_MS = 10 * 60_000;
 /** TTL of the management instance's lease (liveness and leadership). */
 export const MGMT_LEASE_TTL_MS = 5_000;
 

@@ -15,6 +15,7 @@ import { startManagementService } from './service.js';
 
 const USAGE = `usage: storpool-mgmt (--meta-dir DIR | --etcd URL[,URL...] [--etcd-prefix PREFIX])
                      [--listen HOST:PORT] [--token TOKEN] [--map-file PATH] [--log-level LEVEL]
+                     [--down-after SECONDS] [--re-replicate-after SECONDS] [--min-replicas N] [--sync-mbps MB/s]
 environment: SP_API_HTTP_HOST, SP_API_HTTP_PORT (default 127.0.0.1:81), SP_AUTH_TOKEN`;
 
 function usage(message: string): never {
@@ -27,6 +28,7 @@ async function main(argv: string[]): Promise<void> {
     options: {
       'meta-dir': { type: 'string' }, etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, listen: { type: 'string' },
       token: { type: 'string' }, 'map-file': { type: 'string' }, 'log-level': { type: 'string', default: 'info' }, help: { type: 'boolean', short: 'h' },
+      'down-after': { type: 'string' }, 're-replicate-after': { type: 'string' }, 'min-replicas': { type: 'string' }, 'sync-mbps': { type: 'string' },
     },
   });
   if (values.help === true) {
@@ -50,9 +52,24 @@ async function main(argv: string[]): Promise<void> {
   if (!/^\d+$/.test(portText) || Number(portText) > 65535) usage(`port ${portText} is not a port number`);
   const token = values.token ?? process.env['SP_AUTH_TOKEN'];
   if (token === undefined || token === '') usage('--token or SP_AUTH_TOKEN is required');
+  const number = (flag: 'down-after' | 're-replicate-after' | 'min-replicas' | 'sync-mbps', min: number): number | undefined => {
+    const text = values[flag];
+    if (text === undefined) return undefined;
+    if (!/^\d+(\.\d+)?$/.test(text) || Number(text) < min) usage(`--${flag} ${text} must be a number >= ${min}`);
+    return Number(text);
+  };
+  const downAfter = number('down-after', 0.5);
+  const reReplicateAfter = number('re-replicate-after', 1);
+  const minReplicas = number('min-replicas', 1);
+  const syncMbps = number('sync-mbps', 0);
+  if (minReplicas !== undefined && !Number.isInteger(minReplicas)) usage('--min-replicas must be a whole number');
   const log = pino({ name: 'storpool-mgmt', level: values['log-level'] });
   const service = await startManagementService({
     meta, host, port: Number(portText), token, log, ...(values['map-file'] !== undefined ? { mapFile: resolve(values['map-file']) } : {}),
+    ...(downAfter !== undefined ? { downAfterMs: downAfter * 1000 } : {}),
+    ...(reReplicateAfter !== undefined ? { reReplicateAfterMs: reReplicateAfter * 1000 } : {}),
+    ...(minReplicas !== undefined ? { minReplicas } : {}),
+    ...(syncMbps !== undefined ? { syncBytesPerSec: syncMbps * 1_000_000 } : {}),
   });
   let stopping = false;
   const stop = (signal: string): void => {

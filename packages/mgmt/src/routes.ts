@@ -6,6 +6,7 @@ import { ApiError, invalid, notFound } from './api-error.js';
 import type { ClusterModel } from './cluster-model.js';
 import type { CallReply, CallRequest, Dispatch } from './http.js';
 import type { LiveView } from './live.js';
+import type { RecoveryTask } from './recovery.js';
 import { attachmentDigest, changedClients, clientAttachments, isConnected, openAttachments, readClientStatuses, waitForClients, writeClientStatus } from './client-status.js';
 import * as cluster from './model-cluster.js';
 import { changeIscsiConfig, iscsiExports, readIscsiConfig } from './iscsi-config.js';
@@ -24,6 +25,8 @@ export interface ServiceInfo {
   isLeader(): boolean;
   /** Live management instances: id -> start time. */
   instances(): Promise<Map<number, { startTime: number; leader: boolean }>>;
+  /** Catch-up in progress on this instance (the leader), one per joining disk. */
+  recoveryTasks?(): RecoveryTask[];
 }
 
 interface Ctx {
@@ -360,7 +363,7 @@ const routes: Record<string, Route | Route[]> = {
     const id = checkClientId(parseIntId(arg(c), 'clientId'));
     return mutate(c, (st, ctx) => cluster.registerClient(st, ctx, id));
   }, false),
-  TasksList: R('GET', 0, (c) => read(c, async (st) => [...views.tasks(st, [...st.tasks.values()].sort((a, b) => a.id - b.id)), ...scrubTasks(await c.live.diskStats([...st.disks.keys()]))])),
+  TasksList: R('GET', 0, (c) => read(c, async (st) => [...views.tasks(st, [...st.tasks.values()].sort((a, b) => a.id - b.id)), ...scrubTasks(await c.live.diskStats([...st.disks.keys()])), ...views.recoveryTasks(c.info.recoveryTasks?.() ?? [])])),
   VolumeBalancerStatus: [
     R('GET', 0, (c) => read(c, () => ({ status: 'nothing to do', auto: false }))),
     R('POST', 0, async (c) => {

@@ -9,9 +9,10 @@ import { openMetaStore, type Election, type Lease, type MetaConfig, type MetaSto
 import { pino, type Logger } from 'pino';
 import { ClusterModel } from './cluster-model.js';
 import { createApiServer } from './http.js';
-import { BACKGROUND_INTERVAL_MS, MGMT_LEASE_TTL_MS, SHARDS_PER_GROUP } from './limits.js';
+import { BACKGROUND_INTERVAL_MS, DOWN_AFTER_MS, MGMT_LEASE_TTL_MS, PROBE_INTERVAL_MS, RE_REPLICATE_AFTER_MS, SHARDS_PER_GROUP } from './limits.js';
 import { LiveView } from './live.js';
 import { ShardMapPublisher } from './map-source.js';
+import { Recovery, type RecoveryTask } from './recovery.js';
 import { initCluster, registerClient, registerDisk, type ClusterInit, type DiskRegistration } from './model-cluster.js';
 import { deleteSnapshot, dueSnapshots } from './model-volumes.js';
 import { createDispatch, type ServiceInfo } from './routes.js';
@@ -32,6 +33,14 @@ export interface ManagementServiceOptions {
   shardCount?: number;
   log?: Logger;
   backgroundIntervalMs?: number;
+  /** Failure detection and recovery (leader): see recovery.ts. */
+  probeIntervalMs?: number;
+  downAfterMs?: number;
+  reReplicateAfterMs?: number;
+  /** Catch-up copy throttle, bytes/s per copy (0 = unthrottled). */
+  syncBytesPerSec?: number;
+  /** Writes need this many in-sync copies (default: a majority of the replication). Stored in the cluster record. */
+  minReplicas?: number;
 }
 
 export interface ManagementService {
@@ -52,6 +61,8 @@ export interface ManagementService {
   publishShardMap(): Promise<void>;
   /** Runs one background pass now (leader only); for tests. */
   runBackground(): Promise<void>;
+  /** Failure detection and catch-up (leader only). */
+  recovery: Recovery;
   close(): Promise<void>;
 }
 
@@ -105,6 +116,10 @@ export async function startManagementService(options: ManagementServiceOptions):
     const model = new ClusterModel(meta, options.shardCount ?? SHARDS_PER_GROUP, () => void publish());
     let state = await model.read();
     if (state.cluster === undefined) state = (await model.mutate((st, ctx) => initCluster(st, ctx, options.cluster ?? {}))).state;
+    if (options.minReplicas !== undefined && state.cluster?.minReplicas !== options.minReplicas) {
+      const minReplicas = options.minReplicas;
+      state = (await model.mutate((st) => { st.cluster = { ...st.cluster!, minReplicas }; })).state;
+    }
     const clusterRecord = state.cluster!;
     await publish();
     if (publisher !== undefined) {
@@ -120,9 +135,16 @@ export async function startManagementService(options: ManagementServiceOptions):
     election.onChange((leader) => log.info({ instanceId, leader }, leader ? 'leading' : 'standing by'));
     const live = new LiveView(meta, log.child({ component: 'live' }));
     cleanup.push(() => live.close());
+    const recovery = new Recovery({
+      model, client: () => live.client(), isLeader: () => election.isLeader, log: log.child({ component: 'recovery' }),
+      probeIntervalMs: options.probeIntervalMs ?? PROBE_INTERVAL_MS, downAfterMs: options.downAfterMs ?? DOWN_AFTER_MS,
+      reReplicateAfterMs: options.reReplicateAfterMs ?? RE_REPLICATE_AFTER_MS, syncBytesPerSec: options.syncBytesPerSec ?? 0,
+    });
+    recovery.start();
+    cleanup.push(() => recovery.stop(), 'recovery');
 
     const info: ServiceInfo = {
-      instanceId, version: VERSION, startTime, isLeader: () => election.isLeader,
+      instanceId, version: VERSION, startTime, isLeader: () => election.isLeader, recoveryTasks: (): RecoveryTask[] => recovery.tasks(),
       async instances() {
         const out = new Map<number, { startTime: number; leader: boolean }>();
         for (const kv of (await meta.getPrefix(INSTANCE_PREFIX)).kvs) {
@@ -209,6 +231,7 @@ export async function startManagementService(options: ManagementServiceOptions):
       },
       publishShardMap: publish,
       runBackground,
+      recovery,
       close,
     };
   } catch (err) {

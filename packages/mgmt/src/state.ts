@@ -32,6 +32,8 @@ export interface ClusterRecord {
   /** Human name (RemoteCommand/<name>/...). */
   name: string;
   createdAt: number;
+  /** Writes need this many in-sync copies (Ceph's min_size); default a majority of the replication. */
+  minReplicas?: number;
 }
 
 export interface Counters {
@@ -61,6 +63,11 @@ export interface DiskRecord {
   /** Generation at registration (reported as generationLeft while down). */
   generation: number;
   scrubStartedAt?: number;
+  /** Not answering the leader's probes (since downSince, ms): out of every in-sync list. */
+  down?: boolean;
+  downSince?: number;
+  /** Down for longer than the re-replication timeout: its copies are rebuilt elsewhere; no placement. */
+  gone?: boolean;
 }
 
 export interface PlacementGroupRecord {

@@ -5,6 +5,7 @@
 import { shardOf } from '@storpool/protocol';
 import { ALLOCATION_GROUP_BYTES, DESCRIBE_OBJECTS_MAX, VOLUME_OBJECT_BYTES } from './limits.js';
 import { attachmentsOf, childrenOf, objectName, objectsCount } from './model-helpers.js';
+import type { RecoveryTask } from './recovery.js';
 import type { DiskRecord, ObjectRecord, State, TaskRecord, TemplateRecord } from './state.js';
 
 export type Json = Record<string, unknown>;
@@ -196,6 +197,15 @@ export function tasks(state: State, list: TaskRecord[]): Json[] {
       unresolvedObjects: 0, kind: t.kind, state: t.state, globalId: t.globalId, ...(t.lastError !== undefined ? { lastError: t.lastError } : {}),
     }));
   });
+}
+
+/** Catch-up of joining disks, in TasksList's shape (objects = shards here) plus byte counts. */
+export function recoveryTasks(list: readonly RecoveryTask[]): Json[] {
+  return list.map((t) => ({
+    diskId: t.diskId, transactionId: 0, allObjects: t.allShards, completedObjects: t.completedShards, dispatchedObjects: t.allShards - t.completedShards, unresolvedObjects: 0,
+    kind: 'recovery', state: t.lastError === undefined ? 'running' : 'retrying', objectsCompared: t.objectsCompared, objectsCopied: t.objectsCopied, bytesCopied: t.bytesCopied,
+    startedAt: Math.floor(t.startedAt / 1000), ...(t.lastError !== undefined ? { lastError: t.lastError } : {}),
+  }));
 }
 
 /** Space of an object: what it holds itself; spaceUsed adds its ancestors' data (bytes, no replication). */

@@ -41,6 +41,12 @@ export const Op = {
   PURGE: 31,
   /** Scrubber control of this disk: `offset` = ScrubCommand; the reply is the scrub status (JSON). */
   SCRUB: 32,
+  /**
+   * Catch-up, sent by the management service to a shard primary: copy the given shards to a target
+   * disk (a joining one) and keep it current while doing so. Payload: ShardSyncRequest as JSON;
+   * reply payload: ShardSyncResult as JSON.
+   */
+  SHARD_SYNC: 33,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_CODES: ReadonlySet<number> = new Set(Object.values(Op));
@@ -112,8 +118,10 @@ export const RequestFlag = {
   NO_REPAIR: 1,
   /** REPLICA_TRIM: leave zero markers (the volume has parents) instead of holes. */
   ZERO_MARKERS: 2,
+  /** REPLICA_WRITE/REPLICA_TRIM: part of a catch-up copy of the whole object (the primary holds its lock). */
+  SYNC: 4,
 } as const;
-const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR | RequestFlag.ZERO_MARKERS;
+const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR | RequestFlag.ZERO_MARKERS | RequestFlag.SYNC;
 
 /** Deepest snapshot chain a request may carry; bounds the payload and the fall-through work. */
 export const PARENTS_MAX = 256;
@@ -199,6 +207,8 @@ export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
     if (h.payloadBytes !== dataPayloadBytes(h.length) + parentBytes) throw invalid(`payload ${h.payloadBytes} != ${h.length} data bytes + CRCs + ${h.parentCount} parents`);
   } else if (h.op === Op.HELLO) {
     if (h.payloadBytes !== 32) throw invalid(`HELLO payload of ${h.payloadBytes} bytes`);
+  } else if (h.op === Op.SHARD_SYNC) {
+    if (h.payloadBytes === 0) throw invalid('SHARD_SYNC needs a payload');
   } else if (h.payloadBytes !== parentBytes) {
     throw invalid(`${opName(h.op)} payload of ${h.payloadBytes} bytes, expected ${h.parentCount} parents`);
   }

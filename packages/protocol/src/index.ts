@@ -4,3 +4,4 @@ export * from './frame.js';
 export * from './handshake.js';
 export * from './shardmap.js';
 export * from './scrub.js';
+export * from './sync.js';

@@ -37,9 +37,26 @@ export interface ShardGroup {
   placeAll: string;
   /** Placement group of the last replica (replication >= 2). */
   placeTail: string;
-  /** shards[i] = disk ids holding shard i, primary first. */
+  /** shards[i] = the in-sync disks of shard i, primary first: they take writes and serve reads. */
   shards: number[][];
+  /**
+   * joining[i] = disks being filled with shard i (a returning disk catching up, a new disk taking
+   * over): the primary's sync session copies the shard to them and keeps them current; they serve
+   * no reads and do not count towards minReplicas. Absent = none anywhere.
+   */
+  joining?: number[][];
+  /**
+   * terms[i] = the epoch at which shard i's current primary took over. Object versions written by a
+   * primary start at term * VERSION_TERM_SCALE, so that writes of two primaries never share a
+   * version (an old primary's unacknowledged write is told apart on catch-up). Absent = all 0.
+   */
+  terms?: number[];
+  /** Writes are refused while a shard has fewer in-sync disks than this (Ceph's min_size). Default 1. */
+  minReplicas?: number;
 }
+
+/** Versions of a primary's term t start at t * VERSION_TERM_SCALE (< 2^53 for any u32 epoch below 2^31). */
+export const VERSION_TERM_SCALE = 0x40_0000;
 
 export interface ShardMap {
   clusterId: string;
@@ -68,6 +85,9 @@ const groupSchema = z.object({
   placeAll: z.string().min(1).max(128),
   placeTail: z.string().min(1).max(128),
   shards: z.array(z.array(z.number().int().min(1))).min(1).max(1 << 20),
+  joining: z.array(z.array(z.number().int().min(1))).optional(),
+  terms: z.array(z.number().int().min(0).max(0x7fffffff)).optional(),
+  minReplicas: z.number().int().min(1).max(REPLICATION_MAX).optional(),
 });
 
 const mapSchema = z.object({
@@ -84,7 +104,7 @@ export function parseShardMap(value: unknown): ShardMap {
     const issue = parsed.error.issues[0];
     throw new StorpoolError('MAP_ERR_INVALID', `shard map: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
   }
-  const map = parsed.data;
+  const map = parsed.data as ShardMap;
   const disks = new Map(map.disks.map((d) => [d.id, d]));
   if (disks.size !== map.disks.length) throw new StorpoolError('MAP_ERR_INVALID', 'shard map: duplicate disk id');
   const groupIds = new Set<number>();
@@ -100,6 +120,17 @@ export function parseShardMap(value: unknown): ShardMap {
         if (!disks.has(id)) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard} names unknown disk ${id}`);
       }
     });
+    if (g.joining !== undefined) {
+      if (g.joining.length !== g.shards.length) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} has ${g.joining.length} joining lists for ${g.shards.length} shards`);
+      g.joining.forEach((joining, shard) => {
+        for (const id of joining) {
+          if (!disks.has(id)) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard} joins unknown disk ${id}`);
+          if (g.shards[shard]!.includes(id)) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard}: disk ${id} is both in sync and joining`);
+        }
+        if (new Set(joining).size !== joining.length) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} shard ${shard} repeats a joining disk`);
+      });
+    }
+    if (g.terms !== undefined && g.terms.length !== g.shards.length) throw new StorpoolError('MAP_ERR_INVALID', `shard map: group ${g.name} has ${g.terms.length} terms for ${g.shards.length} shards`);
   }
   return map;
 }
@@ -190,6 +221,17 @@ export function buildShardGroup(spec: ShardGroupSpec, disks: readonly DiskEntry[
   return { id: spec.id, name: spec.name, replication: spec.replication, ...roles, shards };
 }
 
+export interface ShardPlacement {
+  /** In-sync disks, primary first. */
+  replicas: readonly number[];
+  /** Disks catching up (see ShardGroup.joining). */
+  joining: readonly number[];
+  term: number;
+  minReplicas: number;
+}
+
+const NONE: readonly number[] = Object.freeze([]);
+
 /** Read-only lookups over a validated map. */
 export class ShardRouter {
   readonly map: ShardMap;
@@ -218,11 +260,20 @@ export class ShardRouter {
     return this.map.groups.find((g) => g.name === name);
   }
 
-  /** Shard and its replica disks (primary first) for an object. */
+  /** Shard and its in-sync replica disks (primary first) for an object. */
   locate(groupId: number, volumeId: number, objectIndex: number): { shard: number; replicas: readonly number[] } {
     const group = this.#groups.get(groupId);
     if (group === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${groupId} is not in map epoch ${this.map.epoch}`);
     const shard = shardOf(volumeId, objectIndex, group.shards.length);
     return { shard, replicas: group.shards[shard]! };
+  }
+
+  /** Everything the data path needs about one shard of a group. */
+  shard(groupId: number, shard: number): ShardPlacement {
+    const group = this.#groups.get(groupId);
+    if (group === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${groupId} is not in map epoch ${this.map.epoch}`);
+    const replicas = group.shards[shard];
+    if (replicas === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${groupId} has no shard ${shard}`);
+    return { replicas, joining: group.joining?.[shard] ?? NONE, term: group.terms?.[shard] ?? 0, minReplicas: group.minReplicas ?? 1 };
   }
 }

@@ -29,10 +29,13 @@ import {
   type RequestHeader,
   type ScrubCommandCode,
   type ScrubStatus,
+  type ShardPlacement,
   type ShardRouter,
+  VERSION_TERM_SCALE,
 } from '@storpool/protocol';
 import type { Logger } from 'pino';
 import { RangeLockTable } from './range-locks.js';
+import { ShardSync, type SyncSession } from './shard-sync.js';
 import type { ObjectKey, ReadResult, StoreStats } from './store/index.js';
 
 /** The part of DiskStore the replication layer uses. */
@@ -98,9 +101,21 @@ export class ShardService {
   readonly #locks = new RangeLockTable();
   /** Next version per object at this primary; seeded from the store on first use. */
   readonly #versions = new Map<string, number>();
+  readonly #sync: ShardSync;
+  #prunedAtEpoch = 0;
 
   constructor(options: ShardServiceOptions) {
     this.#o = options;
+    this.#sync = new ShardSync({
+      diskId: options.diskId,
+      store: options.store,
+      peers: options.peers,
+      log: options.log,
+      replicaTimeoutMs: options.replicaTimeoutMs,
+      router: () => options.view.router,
+      refreshRouter: () => options.view.refresh(),
+      lockObject: (key) => this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, 0, BLOCKS_PER_OBJECT),
+    });
   }
 
   get epoch(): number {
@@ -109,13 +124,19 @@ export class ShardService {
 
   async handle(h: RequestHeader, payload: Buffer): Promise<OpResult> {
     this.counters.requests++;
+    if (this.#prunedAtEpoch !== this.epoch) {
+      this.#prunedAtEpoch = this.epoch;
+      this.#sync.prune();
+    }
     switch (h.op) {
       case Op.PING:
       case Op.FLUSH:
         // Every write is durable before it is acknowledged, so FLUSH has nothing left to do.
         return { payload: [], version: 0 };
       case Op.STATS:
-        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters, ...this.#o.statsExtra?.() }))], version: 0 };
+        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters, sync: this.#sync.counters, ...this.#o.statsExtra?.() }))], version: 0 };
+      case Op.SHARD_SYNC:
+        return { payload: [Buffer.from(JSON.stringify(await this.#sync.run(h, payload)))], version: 0 };
       case Op.OBJECT_LIST:
         return this.#objectList(h);
       case Op.PURGE:
@@ -139,27 +160,31 @@ export class ShardService {
     }
   }
 
-  /** Checks the request's epoch and this disk's role; returns the shard's replica set. */
-  async #route(h: RequestHeader, role: 'primary' | 'replica'): Promise<readonly number[]> {
+  /** Checks the request's epoch and this disk's role; returns the shard's placement. */
+  async #route(h: RequestHeader, role: 'primary' | 'replica'): Promise<ShardPlacement> {
     let router = this.#o.view.router;
     if (h.epoch > router.epoch) router = await this.#o.view.refresh();
     if (h.epoch < router.epoch) {
       this.counters.staleEpochRefused++;
       throw new StorpoolError('MAP_ERR_STALE_EPOCH', `request epoch ${h.epoch} < server epoch ${router.epoch}`);
     }
-    const { shard, replicas } = locate(router, h);
+    const { shard } = locate(router, h);
     if (shard !== h.shard) throw new StorpoolError('MAP_ERR_INVALID', `object ${h.placementId}/${h.objectIndex} is in shard ${shard}, request says ${h.shard}`);
-    if (role === 'primary' && replicas[0] !== this.#o.diskId) {
+    const placement = router.shard(h.group, shard);
+    if (role === 'primary' && placement.replicas[0] !== this.#o.diskId) {
       throw new StorpoolError('MAP_ERR_NOT_PRIMARY', `disk ${this.#o.diskId} is not the primary of group ${h.group} shard ${shard} (epoch ${router.epoch})`);
     }
-    if (role === 'replica' && !replicas.includes(this.#o.diskId)) {
+    // A joining disk takes the primary's writes (and catch-up copies) but serves no reads.
+    const member = placement.replicas.includes(this.#o.diskId) || (h.op !== Op.REPLICA_READ && placement.joining.includes(this.#o.diskId));
+    if (role === 'replica' && !member) {
       throw new StorpoolError('MAP_ERR_NOT_REPLICA', `disk ${this.#o.diskId} holds no replica of group ${h.group} shard ${shard} (epoch ${router.epoch})`);
     }
-    return replicas;
+    return placement;
   }
 
   async #primaryOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
-    const replicas = await this.#route(h, 'primary');
+    const placement = await this.#route(h, 'primary');
+    const replicas = placement.replicas;
     const key = { volumeId: h.volumeId, objectIndex: h.objectIndex };
     if (h.length === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
     const firstBlock = Math.floor(h.offset / BLOCK_BYTES);
@@ -173,11 +198,11 @@ export class ShardService {
       case Op.WRITE: {
         const { data, crcs } = splitDataPayload(payload, h.length, h.parentCount * PARENT_ID_BYTES);
         if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `write to ${h.volumeId}/${h.objectIndex}@${h.offset}: data does not match its CRC32C (corrupted in transit)`);
-        return this.#mutate(h, key, firstBlock, endBlock, replicas, parents, data, crcs);
+        return this.#mutate(h, key, firstBlock, endBlock, placement, parents, data, crcs);
       }
       case Op.TRIM:
       case Op.WRITE_ZEROES:
-        return this.#mutate(h, key, firstBlock, endBlock, replicas, parents, undefined, undefined);
+        return this.#mutate(h, key, firstBlock, endBlock, placement, parents, undefined, undefined);
       default:
         throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a primary op`);
     }
@@ -305,10 +330,19 @@ export class ShardService {
    * WRITE (data given) or TRIM/WRITE_ZEROES (data undefined). Whole blocks in the range are
    * written (or released); partial edge blocks are read, merged and written whole.
    */
-  async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
+  async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, placement: ShardPlacement, parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
+    if (placement.replicas.length < placement.minReplicas) {
+      throw new StorpoolError('REPL_ERR_TOO_FEW_REPLICAS', `group ${h.group} shard ${h.shard} has ${placement.replicas.length} in-sync copies, fewer than its minimum ${placement.minReplicas}: writes wait until a disk returns or is replaced`);
+    }
+    // Joining disks with a catch-up session: current objects get the write, others a whole copy after it.
+    const sessions = placement.joining.map((t) => this.#sync.session(t, h.group, h.shard)).filter((x): x is SyncSession => x !== undefined);
+    const fan: Fanout = { replicas: placement.replicas, joiners: sessions.filter((x) => this.#sync.isVerified(x, key)) };
+    const toCopy = sessions.filter((x) => !fan.joiners.includes(x));
+    const replicas = placement.replicas;
+    let result: OpResult;
     const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
     try {
-      const version = this.#nextVersion(key);
+      const version = this.#nextVersion(key, placement.term);
       const start = h.offset;
       const end = h.offset + h.length;
       const headPartial = start % BLOCK_BYTES !== 0;
@@ -325,33 +359,39 @@ export class ShardService {
           blocks = await this.#merged(h, key, firstBlock, endBlock, start, data, replicas, parents);
           blockCrcs = chunkCrcs(blocks);
         }
-        writes.push(...this.#fanOutWrite(h, key, replicas, firstBlock, blocks, blockCrcs, version));
+        writes.push(...this.#fanOutWrite(h, key, fan, firstBlock, blocks, blockCrcs, version));
       } else {
         // Edges are zero-filled blocks (written); whole blocks in between are released (thin).
         const wholeFirst = Math.ceil(start / BLOCK_BYTES);
         const wholeEnd = Math.floor(end / BLOCK_BYTES);
         if (headPartial || (tailPartial && firstBlock === endBlock - 1)) {
           const edge = await this.#merged(h, key, firstBlock, firstBlock + 1, start, Buffer.alloc(Math.min(end, (firstBlock + 1) * BLOCK_BYTES) - start), replicas, parents);
-          writes.push(...this.#fanOutWrite(h, key, replicas, firstBlock, edge, chunkCrcs(edge), version));
+          writes.push(...this.#fanOutWrite(h, key, fan, firstBlock, edge, chunkCrcs(edge), version));
         }
         if (tailPartial && endBlock - 1 > firstBlock) {
           const tailStart = (endBlock - 1) * BLOCK_BYTES;
           const edge = await this.#merged(h, key, endBlock - 1, endBlock, tailStart, Buffer.alloc(end - tailStart), replicas, parents);
-          writes.push(...this.#fanOutWrite(h, key, replicas, endBlock - 1, edge, chunkCrcs(edge), version));
+          writes.push(...this.#fanOutWrite(h, key, fan, endBlock - 1, edge, chunkCrcs(edge), version));
         }
         // With parents, a hole would show the parent's data again: leave zero markers instead.
-        if (wholeEnd > wholeFirst) writes.push(...this.#fanOutTrim(h, key, replicas, wholeFirst, wholeEnd - wholeFirst, version, parents.length > 0));
+        if (wholeEnd > wholeFirst) writes.push(...this.#fanOutTrim(h, key, fan, wholeFirst, wholeEnd - wholeFirst, version, parents.length > 0));
       }
       await settleAll(writes);
-      return { payload: [], version };
+      result = { payload: [], version };
     } finally {
       release();
     }
+    for (const s of toCopy) await this.#sync.pushLocked(s, key, h.placementId, h.shard);
+    return result;
   }
 
-  #nextVersion(key: ObjectKey): number {
+  /**
+   * The version of this primary's next mutation of the object: above every version it has seen,
+   * and in this primary's term (see ShardGroup.terms).
+   */
+  #nextVersion(key: ObjectKey, term: number): number {
     const id = `${key.volumeId}/${key.objectIndex}`;
-    const next = (this.#versions.get(id) ?? this.#o.store.objectVersion(key)) + 1;
+    const next = Math.max(this.#versions.get(id) ?? 0, this.#o.store.objectVersion(key), term * VERSION_TERM_SCALE - 1) + 1;
     this.#versions.set(id, next);
     return next;
   }
@@ -364,25 +404,39 @@ export class ShardService {
     return blocks;
   }
 
-  #fanOutWrite(h: RequestHeader, key: ObjectKey, replicas: readonly number[], firstBlock: number, blocks: Buffer, crcs: Uint32Array, version: number): Promise<void>[] {
+  #fanOutWrite(h: RequestHeader, key: ObjectKey, fan: Fanout, firstBlock: number, blocks: Buffer, crcs: Uint32Array, version: number): Promise<void>[] {
     const out: Promise<void>[] = [this.#o.store.write(key, firstBlock, blocks, crcs, version)];
     const crcBytes = encodeCrcs(crcs);
-    for (const peer of replicas) {
+    const rh: RequestHeader = { ...h, op: Op.REPLICA_WRITE, flags: 0, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blocks.length, version };
+    for (const peer of fan.replicas) {
       if (peer === this.#o.diskId) continue;
-      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_WRITE, flags: 0, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blocks.length, version }, [blocks, crcBytes]));
+      out.push(this.#toReplica(peer, rh, [blocks, crcBytes]));
     }
+    for (const s of fan.joiners) out.push(this.#toJoiner(s, rh, [blocks, crcBytes]));
     return out;
   }
 
-  #fanOutTrim(h: RequestHeader, key: ObjectKey, replicas: readonly number[], firstBlock: number, blockCount: number, version: number, zeroMarkers: boolean): Promise<void>[] {
+  #fanOutTrim(h: RequestHeader, key: ObjectKey, fan: Fanout, firstBlock: number, blockCount: number, version: number, zeroMarkers: boolean): Promise<void>[] {
     const store = this.#o.store;
     const out: Promise<void>[] = [zeroMarkers ? store.zero(key, firstBlock, blockCount, version) : store.trim(key, firstBlock, blockCount, version)];
     const flags = zeroMarkers ? RequestFlag.ZERO_MARKERS : 0;
-    for (const peer of replicas) {
+    const rh: RequestHeader = { ...h, op: Op.REPLICA_TRIM, flags, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version };
+    for (const peer of fan.replicas) {
       if (peer === this.#o.diskId) continue;
-      out.push(this.#toReplica(peer, { ...h, op: Op.REPLICA_TRIM, flags, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version }, []));
+      out.push(this.#toReplica(peer, rh, []));
     }
+    for (const s of fan.joiners) out.push(this.#toJoiner(s, rh, []));
     return out;
+  }
+
+  /** A joining disk's copy of a write: its failure ends the catch-up session, not the client's write. */
+  async #toJoiner(s: SyncSession, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
+    try {
+      const conn: WireConnection = await this.#o.peers.get(s.target);
+      await conn.request({ ...h, epoch: this.epoch }, payload, this.#o.replicaTimeoutMs);
+    } catch (err) {
+      s.fail(err);
+    }
   }
 
   async #toReplica(peer: number, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
@@ -458,6 +512,12 @@ export class ShardService {
     const entries = this.#o.store.listObjects(after === undefined ? { limit } : { after, limit });
     return { payload: [encodeObjectList(entries.map((e) => ({ volumeId: e.key.volumeId, objectIndex: e.key.objectIndex, allocatedBlocks: e.allocatedBlocks, version: e.version })))], version: 0 };
   }
+}
+
+/** Where a mutation goes besides the local store: the in-sync replicas and current joining disks. */
+interface Fanout {
+  replicas: readonly number[];
+  joiners: readonly SyncSession[];
 }
 
 function locate(router: ShardRouter, h: RequestHeader): { shard: number; replicas: readonly number[] } {

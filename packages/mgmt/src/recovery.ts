@@ -1,0 +1,282 @@
+/**
+ * Failure detection and recovery, run by the leader:
+ *
+ * - Liveness: every disk is probed over the data path (PING) every `probeIntervalMs`. A disk that
+ *   has not answered for `downAfterMs` is marked down: the shard map drops it from every in-sync
+ *   list (epoch bump; a new primary where it was one) and I/O goes on with the other copies. One
+ *   that stays down for `reReplicateAfterMs` is marked gone: placement leaves it out, so other disks
+ *   join its shards and its copies are rebuilt there. A disk that answers again is marked up.
+ *   Probing from the leader checks what matters, the data port, and works with both metadata
+ *   backends (the embedded store is one process's; see docs/resilience.md).
+ * - Catch-up: for every shard with joining disks, the leader asks the shard's primary to copy the
+ *   shard to the joining disk (SHARD_SYNC: only objects whose version differs are copied) and then
+ *   promotes the disk to in sync. Progress per target disk is reported as a recovery task.
+ */
+import type { StorpoolClient } from '@storpool/client';
+import type { ShardSyncResult } from '@storpool/protocol';
+import type { Logger } from 'pino';
+import type { ClusterModel } from './cluster-model.js';
+import { promoteJoined } from './shard-map.js';
+import type { State } from './state.js';
+
+export interface RecoveryOptions {
+  model: ClusterModel;
+  client: () => Promise<StorpoolClient | undefined>;
+  isLeader: () => boolean;
+  log: Logger;
+  probeIntervalMs: number;
+  downAfterMs: number;
+  reReplicateAfterMs: number;
+  /** Catch-up copy throttle per SHARD_SYNC (bytes/s); 0 = unthrottled. */
+  syncBytesPerSec: number;
+  /** Shards per SHARD_SYNC request. */
+  shardsPerSync?: number;
+  /** Deadline of one SHARD_SYNC request. */
+  syncTimeoutMs?: number;
+}
+
+/** A recovery task: one joining disk being filled. */
+export interface RecoveryTask {
+  diskId: number;
+  /** Shards to copy to it (as last planned) and shards done since the task began. */
+  allShards: number;
+  completedShards: number;
+  objectsCompared: number;
+  objectsCopied: number;
+  bytesCopied: number;
+  startedAt: number;
+  lastError?: string;
+}
+
+export interface RecoveryCounters {
+  probes: number;
+  probeFailures: number;
+  disksMarkedDown: number;
+  disksMarkedUp: number;
+  disksMarkedGone: number;
+  syncs: number;
+  syncFailures: number;
+  shardsPromoted: number;
+  bytesCopied: number;
+}
+
+/** Extra silence allowed, after a leader starts, to a disk it has not heard from yet. */
+const STARTUP_GRACE_MS = 15_000;
+/** A disk is marked down only after this many consecutive failed probes (and downAfterMs of silence). */
+const MISSES_MIN = 3;
+/** Marking a disk down never leaves fewer than this fraction of the disks up. */
+const UP_FRACTION_MIN = 0.5;
+
+interface SyncJob {
+  primary: number;
+  target: number;
+  group: number;
+  shards: number[];
+}
+
+export class Recovery {
+  readonly counters: RecoveryCounters = { probes: 0, probeFailures: 0, disksMarkedDown: 0, disksMarkedUp: 0, disksMarkedGone: 0, syncs: 0, syncFailures: 0, shardsPromoted: 0, bytesCopied: 0 };
+  /** Per disk since this instance started: times marked down, catch-up bytes copied to it. */
+  readonly perDisk = new Map<number, { markedDown: number; bytesCopied: number; objectsCopied: number }>();
+  readonly #o: RecoveryOptions;
+  /** diskId -> last time it answered this leader (ms). */
+  readonly #lastSeen = new Map<number, number>();
+  /** When this instance started leading: disks it never heard from get a grace period from then. */
+  #leadingSince: number | undefined;
+  readonly #tasks = new Map<number, RecoveryTask>();
+  /** Consecutive failed probes per disk. */
+  readonly #misses = new Map<number, number>();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #syncing: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(options: RecoveryOptions) {
+    this.#o = options;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => void this.tick(), this.#o.probeIntervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    await this.#running;
+    await this.#syncing;
+  }
+
+  /** Recovery tasks in progress (one per joining disk). */
+  tasks(): RecoveryTask[] {
+    return [...this.#tasks.values()].map((t) => ({ ...t }));
+  }
+
+  /** One probe round and, if shards are joining, a catch-up round in the background. */
+  tick(): Promise<void> {
+    this.#running ??= this.#round().catch((err: unknown) => this.#o.log.error({ err }, 'recovery round failed')).finally(() => { this.#running = undefined; });
+    return this.#running;
+  }
+
+  /** Resolves when no catch-up copy is running (tests). */
+  async idle(): Promise<void> {
+    await this.#running;
+    await this.#syncing;
+  }
+
+  async #round(): Promise<void> {
+    if (this.#stopped) return;
+    if (!this.#o.isLeader()) {
+      this.#lastSeen.clear();
+      this.#leadingSince = undefined;
+      return;
+    }
+    this.#leadingSince ??= Date.now();
+    const state = await this.#o.model.read();
+    const client = await this.#o.client();
+    if (client === undefined) return;
+    await this.#probe(state, client);
+    this.#syncing ??= this.#catchUp(client).catch((err: unknown) => this.#o.log.error({ err }, 'catch-up round failed')).finally(() => { this.#syncing = undefined; });
+  }
+
+  async #probe(state: State, client: StorpoolClient): Promise<void> {
+    const now = Date.now();
+    const disks = [...state.disks.values()].filter((d) => d.id >= 1 && client.router.disk(d.id) !== undefined);
+    const answered = new Map<number, boolean>();
+    await Promise.all(disks.map(async (d) => {
+      this.counters.probes++;
+      try {
+        await client.ping(d.id, Math.max(200, Math.min(this.#o.downAfterMs / 2, 2_000)));
+        answered.set(d.id, true);
+        this.#lastSeen.set(d.id, Date.now());
+      } catch {
+        this.counters.probeFailures++;
+        answered.set(d.id, false);
+        // Never heard from since this leader took over (a cluster starting, a new leader): give
+        // servers time to start before calling them down.
+        if (!this.#lastSeen.has(d.id)) this.#lastSeen.set(d.id, (this.#leadingSince ?? now) + Math.max(0, STARTUP_GRACE_MS - this.#o.downAfterMs));
+      }
+    }));
+    const changes: { id: number; to: 'up' | 'down' | 'gone' }[] = [];
+    let up = disks.filter((d) => d.down !== true).length;
+    for (const d of disks) {
+      const ok = answered.get(d.id) === true;
+      const silentFor = now - (this.#lastSeen.get(d.id) ?? now);
+      this.#misses.set(d.id, ok ? 0 : (this.#misses.get(d.id) ?? 0) + 1);
+      if (ok && (d.down === true || d.gone === true)) changes.push({ id: d.id, to: 'up' });
+      else if (!ok && d.down !== true && silentFor >= this.#o.downAfterMs && (this.#misses.get(d.id) ?? 0) >= MISSES_MIN) {
+        // Like Ceph's mon_osd_min_up_ratio: when most disks fall silent at once, the leader itself is
+        // the likelier one cut off (or stalled); it marks none rather than fail the cluster over to nothing.
+        if (up - 1 < disks.length * UP_FRACTION_MIN) {
+          this.#o.log.warn({ diskId: d.id, up, disks: disks.length }, 'disk is silent, but too few disks answer to mark it down');
+          continue;
+        }
+        up--;
+        changes.push({ id: d.id, to: 'down' });
+      } else if (!ok && d.down === true && d.gone !== true && now - (d.downSince ?? now) >= this.#o.reReplicateAfterMs) changes.push({ id: d.id, to: 'gone' });
+    }
+    if (changes.length === 0) return;
+    await this.#o.model.mutate((st) => {
+      for (const c of changes) {
+        const d = st.disks.get(c.id);
+        if (d === undefined) continue;
+        if (c.to === 'up') {
+          delete d.down;
+          delete d.downSince;
+          delete d.gone;
+        } else if (c.to === 'down') {
+          d.down = true;
+          d.downSince = now;
+        } else {
+          d.gone = true;
+        }
+      }
+    });
+    for (const c of changes) {
+      if (c.to === 'down') this.#disk(c.id).markedDown++;
+      this.counters[c.to === 'up' ? 'disksMarkedUp' : c.to === 'down' ? 'disksMarkedDown' : 'disksMarkedGone']++;
+      this.#o.log.warn({ diskId: c.id, state: c.to }, c.to === 'up' ? 'disk is back' : c.to === 'down' ? 'disk is down: its shards go on with the other copies' : 'disk is gone: rebuilding its copies elsewhere');
+    }
+  }
+
+  /** Plans SHARD_SYNC jobs from the map (one per primary, target and group) and runs them. */
+  async #catchUp(client: StorpoolClient): Promise<void> {
+    const state = await this.#o.model.read();
+    const map = state.shardMap;
+    if (map === undefined) return;
+    const jobs = new Map<string, SyncJob>();
+    const perTarget = new Map<number, number>();
+    for (const g of map.groups) {
+      g.joining?.forEach((joining, shard) => {
+        const primary = g.shards[shard]![0]!;
+        for (const target of joining) {
+          const key = `${primary}/${target}/${g.id}`;
+          const job = jobs.get(key) ?? { primary, target, group: g.id, shards: [] };
+          job.shards.push(shard);
+          jobs.set(key, job);
+          perTarget.set(target, (perTarget.get(target) ?? 0) + 1);
+        }
+      });
+    }
+    for (const id of this.#tasks.keys()) if (!perTarget.has(id)) this.#tasks.delete(id);
+    if (jobs.size === 0) return;
+    for (const [target, count] of perTarget) {
+      const task = this.#tasks.get(target);
+      if (task === undefined) this.#tasks.set(target, { diskId: target, allShards: count, completedShards: 0, objectsCompared: 0, objectsCopied: 0, bytesCopied: 0, startedAt: Date.now() });
+      else task.allShards = task.completedShards + count;
+    }
+    const dataIds = new Map<number, [number, number][]>();
+    for (const o of state.objects.values()) {
+      const list = dataIds.get(o.group) ?? [];
+      list.push([o.dataId, o.placementId]);
+      dataIds.set(o.group, list);
+    }
+    const batch = this.#o.shardsPerSync ?? 64;
+    // One job per target at a time, different targets in parallel.
+    const byTarget = new Map<number, SyncJob[]>();
+    for (const job of jobs.values()) byTarget.set(job.target, [...(byTarget.get(job.target) ?? []), job]);
+    await Promise.all([...byTarget.values()].map(async (list) => {
+      for (const job of list) {
+        for (let i = 0; i < job.shards.length; i += batch) {
+          if (this.#stopped || !this.#o.isLeader()) return;
+          const shards = job.shards.slice(i, i + batch);
+          const ok = await this.#sync(client, job, shards, dataIds.get(job.group) ?? []);
+          if (!ok) break;
+        }
+      }
+    }));
+  }
+
+  #disk(id: number): { markedDown: number; bytesCopied: number; objectsCopied: number } {
+    let d = this.perDisk.get(id);
+    if (d === undefined) this.perDisk.set(id, (d = { markedDown: 0, bytesCopied: 0, objectsCopied: 0 }));
+    return d;
+  }
+
+  async #sync(client: StorpoolClient, job: SyncJob, shards: number[], dataIds: [number, number][]): Promise<boolean> {
+    const task = this.#tasks.get(job.target)!;
+    this.counters.syncs++;
+    let result: ShardSyncResult;
+    try {
+      await client.refreshMap();
+      result = await client.shardSync(job.primary, { target: job.target, group: job.group, shards, dataIds, ...(this.#o.syncBytesPerSec > 0 ? { maxBytesPerSec: this.#o.syncBytesPerSec } : {}) }, this.#o.syncTimeoutMs ?? 600_000);
+    } catch (err) {
+      this.counters.syncFailures++;
+      task.lastError = (err as Error).message;
+      this.#o.log.warn({ err: task.lastError, ...job, shards: shards.length }, 'catch-up copy failed; retried next round');
+      return false;
+    }
+    const r = await this.#o.model.mutate((st) => promoteJoined(st, job.group, shards, job.target, job.primary));
+    this.counters.shardsPromoted += r.result;
+    this.counters.bytesCopied += result.bytesPushed;
+    this.#disk(job.target).bytesCopied += result.bytesPushed;
+    this.#disk(job.target).objectsCopied += result.objectsPushed;
+    task.completedShards += shards.length;
+    task.objectsCompared += result.objectsCompared;
+    task.objectsCopied += result.objectsPushed;
+    task.bytesCopied += result.bytesPushed;
+    delete task.lastError;
+    this.#o.log.info({ ...job, shards: shards.length, promoted: r.result, ...result }, 'shards caught up');
+    return true;
+  }
+}

@@ -1,0 +1,282 @@
+/**
+ * Catch-up of a joining disk, run by a shard's primary (SHARD_SYNC).
+ *
+ * A session copies the shards it was given to the target disk and keeps the target current while it
+ * runs. The rule that makes this safe against writes racing the copy: the primary never forwards a
+ * write of an object the session has not yet *verified* (compared with the target, and copied whole
+ * if different); the first write of such an object is followed by a copy of the whole object, made
+ * under the object's lock. So the target's copy of an object is either untouched since it went away
+ * (and its version tells whether it is current) or exactly the primary's. The session ends with every
+ * object of its shards verified; the primary goes on forwarding to the target until the shard map
+ * moves it from joining to in sync.
+ *
+ * Versions identify content because every primary writes versions of its own term (ShardGroup.terms):
+ * an old primary's unacknowledged write never has the version of a write of its successor.
+ */
+import { StorpoolError } from '@storpool/errors';
+import type { ConnectionPool } from '@storpool/net';
+import {
+  BLOCK_BYTES,
+  BLOCK_DATA,
+  BLOCK_HOLE,
+  BLOCKS_PER_OBJECT,
+  Op,
+  RequestFlag,
+  decodeObjectList,
+  decodeShardSyncRequest,
+  encodeCrcs,
+  shardOf,
+  type OpCode,
+  type RequestHeader,
+  type ShardRouter,
+  type ShardSyncRequest,
+  type ShardSyncResult,
+} from '@storpool/protocol';
+import type { Logger } from 'pino';
+import type { ObjectStore } from './shard-service.js';
+import type { ObjectKey } from './store/index.js';
+
+/** Blocks per pushed REPLICA_WRITE (1 MiB). */
+const PUSH_BLOCKS_MAX = 256;
+const LIST_PAGE = 4096;
+
+export interface SyncHost {
+  readonly diskId: number;
+  readonly store: ObjectStore;
+  readonly peers: ConnectionPool;
+  readonly log: Logger;
+  readonly replicaTimeoutMs: number;
+  router(): ShardRouter;
+  refreshRouter(): Promise<ShardRouter>;
+  /** The object's whole-range lock (the same table the primary's writes use). */
+  lockObject(key: ObjectKey): Promise<() => void>;
+}
+
+export interface SyncCounters {
+  sessionsStarted: number;
+  sessionsCompleted: number;
+  sessionsFailed: number;
+  objectsPushed: number;
+  bytesPushed: number;
+}
+
+export class SyncSession {
+  readonly target: number;
+  readonly group: number;
+  readonly shards: ReadonlySet<number>;
+  readonly placementOf: ReadonlyMap<number, number>;
+  readonly verified = new Set<string>();
+  failure: StorpoolError | undefined;
+  readonly result: ShardSyncResult = { objectsCompared: 0, objectsPushed: 0, objectsReleased: 0, bytesPushed: 0 };
+
+  constructor(r: ShardSyncRequest) {
+    this.target = r.target;
+    this.group = r.group;
+    this.shards = new Set(r.shards);
+    this.placementOf = new Map(r.dataIds);
+  }
+
+  get live(): boolean {
+    return this.failure === undefined;
+  }
+
+  fail(err: unknown): void {
+    if (this.failure !== undefined) return;
+    const e = err instanceof StorpoolError ? err : new StorpoolError('INTERNAL_ERR', String(err));
+    this.failure = new StorpoolError('REPL_ERR_SYNC_FAILED', `catch-up of disk ${this.target} (group ${this.group}) stopped: ${e.code}: ${e.message}`, { cause: e });
+  }
+}
+
+const objectId = (key: ObjectKey): string => `${key.volumeId}/${key.objectIndex}`;
+
+export class ShardSync {
+  readonly counters: SyncCounters = { sessionsStarted: 0, sessionsCompleted: 0, sessionsFailed: 0, objectsPushed: 0, bytesPushed: 0 };
+  readonly #host: SyncHost;
+  /** key `${target}/${group}` */
+  readonly #sessions = new Map<string, SyncSession>();
+
+  constructor(host: SyncHost) {
+    this.#host = host;
+  }
+
+  /** The live session keeping `target` current for this shard, if any. */
+  session(target: number, group: number, shard: number): SyncSession | undefined {
+    const s = this.#sessions.get(`${target}/${group}`);
+    return s !== undefined && s.live && s.shards.has(shard) ? s : undefined;
+  }
+
+  isVerified(s: SyncSession, key: ObjectKey): boolean {
+    return s.verified.has(objectId(key));
+  }
+
+  /** SHARD_SYNC: runs a session to its end; the session stays to keep the target current. */
+  async run(h: RequestHeader, payload: Buffer): Promise<ShardSyncResult> {
+    const req = decodeShardSyncRequest(payload);
+    let router = this.#host.router();
+    if (h.epoch > router.epoch) router = await this.#host.refreshRouter();
+    if (h.epoch < router.epoch) throw new StorpoolError('MAP_ERR_STALE_EPOCH', `request epoch ${h.epoch} < server epoch ${router.epoch}`);
+    // The request was planned on a map this server has not loaded yet: the caller retries.
+    if (h.epoch > router.epoch) throw new StorpoolError('REPL_ERR_SYNC_FAILED', `disk ${this.#host.diskId} is at map epoch ${router.epoch}, not yet at ${h.epoch}`);
+    for (const shard of req.shards) {
+      const p = router.shard(req.group, shard);
+      if (p.replicas[0] !== this.#host.diskId) throw new StorpoolError('MAP_ERR_NOT_PRIMARY', `disk ${this.#host.diskId} is not the primary of group ${req.group} shard ${shard} (epoch ${router.epoch})`);
+      if (!p.joining.includes(req.target) && !p.replicas.includes(req.target)) {
+        throw new StorpoolError('MAP_ERR_NOT_REPLICA', `disk ${req.target} neither joins nor holds group ${req.group} shard ${shard} (epoch ${router.epoch})`);
+      }
+    }
+    const key = `${req.target}/${req.group}`;
+    this.#sessions.get(key)?.fail(new StorpoolError('REPL_ERR_SYNC_FAILED', 'replaced by a newer session'));
+    const session = new SyncSession(req);
+    this.#sessions.set(key, session);
+    this.counters.sessionsStarted++;
+    const started = Date.now();
+    this.#host.log.info({ target: req.target, group: req.group, shards: req.shards.length }, 'catch-up session started');
+    try {
+      await this.#copyAll(session, router.group(req.group)!.shards.length, req.maxBytesPerSec ?? 0);
+    } catch (err) {
+      session.fail(err);
+    }
+    if (session.failure !== undefined) {
+      this.counters.sessionsFailed++;
+      this.#sessions.delete(key);
+      this.#host.log.warn({ target: req.target, group: req.group, err: session.failure.message }, 'catch-up session failed');
+      throw session.failure;
+    }
+    this.counters.sessionsCompleted++;
+    this.#host.log.info({ target: req.target, group: req.group, ...session.result, ms: Date.now() - started }, 'catch-up session complete');
+    return session.result;
+  }
+
+  /** Drops sessions whose target joins none of their shards any more (promoted, or gone). */
+  prune(): void {
+    const router = this.#host.router();
+    for (const [key, s] of this.#sessions) {
+      const group = router.group(s.group);
+      const stillJoining = group !== undefined && [...s.shards].some((shard) => group.joining?.[shard]?.includes(s.target) === true && group.shards[shard]?.[0] === this.#host.diskId);
+      if (!stillJoining) this.#sessions.delete(key);
+    }
+  }
+
+  /**
+   * Copies the whole object to the target under the object's lock (the caller must not hold a
+   * lock on it), unless it was verified meanwhile. Failure ends the session, not the caller's write.
+   */
+  async pushLocked(s: SyncSession, key: ObjectKey, placementId: number, shard: number): Promise<void> {
+    const release = await this.#host.lockObject(key);
+    try {
+      if (!s.live || s.verified.has(objectId(key))) return;
+      await this.#push(s, key, placementId, shard);
+    } catch (err) {
+      s.fail(err);
+    } finally {
+      release();
+    }
+  }
+
+  async #copyAll(s: SyncSession, shardCount: number, maxBytesPerSec: number): Promise<void> {
+    const inSession = (volumeId: number, objectIndex: number): number | undefined => {
+      const placementId = s.placementOf.get(volumeId);
+      if (placementId === undefined) return undefined;
+      const shard = shardOf(placementId, objectIndex, shardCount);
+      return s.shards.has(shard) ? shard : undefined;
+    };
+    // The target's versions, read once the session forwards (or pushes) every new write.
+    const remote = new Map<string, { key: ObjectKey; version: number }>();
+    const conn = await this.#host.peers.get(s.target);
+    let cursor = { volumeId: 0, objectIndex: 0 };
+    for (;;) {
+      const epoch = this.#host.router().epoch;
+      const reply = await conn.request({ op: Op.OBJECT_LIST, flags: 0, epoch, group: 0, parentCount: 0, volumeId: cursor.volumeId, objectIndex: cursor.objectIndex, offset: 0, length: LIST_PAGE, version: 0, placementId: 0, shard: 0 }, [], this.#host.replicaTimeoutMs);
+      const page = decodeObjectList(reply.payload);
+      for (const e of page) if (inSession(e.volumeId, e.objectIndex) !== undefined) remote.set(`${e.volumeId}/${e.objectIndex}`, { key: { volumeId: e.volumeId, objectIndex: e.objectIndex }, version: e.version });
+      if (page.length < LIST_PAGE) break;
+      const last = page[page.length - 1]!;
+      cursor = { volumeId: last.volumeId, objectIndex: last.objectIndex };
+    }
+    const started = Date.now();
+    const throttle = async (): Promise<void> => {
+      if (maxBytesPerSec <= 0) return;
+      const due = started + (s.result.bytesPushed / maxBytesPerSec) * 1000;
+      const wait = due - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    };
+    let after: ObjectKey | undefined;
+    for (;;) {
+      if (!s.live) return;
+      const page = this.#host.store.listObjects(after === undefined ? { limit: LIST_PAGE } : { after, limit: LIST_PAGE });
+      for (const e of page) {
+        const shard = inSession(e.key.volumeId, e.key.objectIndex);
+        if (shard === undefined) continue;
+        const id = objectId(e.key);
+        const release = await this.#host.lockObject(e.key);
+        try {
+          if (!s.live) return;
+          s.result.objectsCompared++;
+          if (!s.verified.has(id)) {
+            const theirs = remote.get(id)?.version ?? 0;
+            if (theirs !== this.#host.store.objectVersion(e.key)) await this.#push(s, e.key, s.placementOf.get(e.key.volumeId)!, shard);
+            else s.verified.add(id);
+          }
+          remote.delete(id);
+        } finally {
+          release();
+        }
+        await throttle();
+      }
+      if (page.length < LIST_PAGE) break;
+      after = page[page.length - 1]!.key;
+    }
+    // What the target holds and this primary does not (released while the target was away).
+    for (const { key, version } of remote.values()) {
+      const release = await this.#host.lockObject(key);
+      try {
+        if (!s.live) return;
+        if (s.verified.has(objectId(key)) || this.#host.store.objectVersion(key) !== 0) continue;
+        const placementId = s.placementOf.get(key.volumeId)!;
+        await this.#send(s, key, placementId, shardOf(placementId, key.objectIndex, shardCount), Op.REPLICA_TRIM, RequestFlag.SYNC, 0, BLOCKS_PER_OBJECT, version, []);
+        s.verified.add(objectId(key));
+        s.result.objectsReleased++;
+      } finally {
+        release();
+      }
+    }
+  }
+
+  /** The object as this disk has it, whole, to the target. Caller holds the object's lock. */
+  async #push(s: SyncSession, key: ObjectKey, placementId: number, shard: number): Promise<void> {
+    const store = this.#host.store;
+    const version = store.objectVersion(key);
+    const map = store.allocation(key, 0, BLOCKS_PER_OBJECT);
+    let bytes = 0;
+    for (let first = 0; first < BLOCKS_PER_OBJECT;) {
+      const state = map[first]!;
+      let end = first + 1;
+      while (end < BLOCKS_PER_OBJECT && map[end] === state && (state !== BLOCK_DATA || end - first < PUSH_BLOCKS_MAX)) end++;
+      if (state === BLOCK_DATA) {
+        const r = await store.read(key, first, end - first);
+        if (r.bad.length > 0) throw new StorpoolError('STORE_ERR_CHECKSUM', `disk ${this.#host.diskId}: object ${objectId(key)} blocks ${r.bad.map((b) => b + first).join(',')} fail their CRC32C: cannot copy them (the scrubber repairs them from another copy)`);
+        // The stored CRCs travel with the data: the target checks them before writing.
+        await this.#send(s, key, placementId, shard, Op.REPLICA_WRITE, RequestFlag.SYNC, first, end - first, version, [r.data, encodeCrcs(r.crcs)]);
+        bytes += r.data.length;
+      } else {
+        const flags = RequestFlag.SYNC | (state === BLOCK_HOLE ? 0 : RequestFlag.ZERO_MARKERS);
+        await this.#send(s, key, placementId, shard, Op.REPLICA_TRIM, flags, first, end - first, version, []);
+      }
+      first = end;
+    }
+    s.verified.add(objectId(key));
+    s.result.objectsPushed++;
+    s.result.bytesPushed += bytes;
+    this.counters.objectsPushed++;
+    this.counters.bytesPushed += bytes;
+  }
+
+  async #send(s: SyncSession, key: ObjectKey, placementId: number, shard: number, op: OpCode, flags: number, firstBlock: number, blockCount: number, version: number, payload: Uint8Array[]): Promise<void> {
+    const conn = await this.#host.peers.get(s.target);
+    await conn.request(
+      { op, flags, epoch: this.#host.router().epoch, group: s.group, parentCount: 0, volumeId: key.volumeId, objectIndex: key.objectIndex, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version, placementId, shard },
+      payload,
+      this.#host.replicaTimeoutMs,
+    );
+  }
+}
