@@ -117,6 +117,21 @@ subtest 'alloc_image, parse_volname, list_images, volume_size_info' => sub {
     is_deeply([ $size, $format ], [ 32 * $MiB, 'raw' ], 'list context');
 };
 
+subtest 'cloud-init and VM state volumes' => sub {
+    my $ci = $P->alloc_image($sid, $scfg, 100, 'raw', 'vm-100-cloudinit', 4 * 1024);
+    like($ci, qr/^vm-100-cloudinit-sp-[a-z0-9.]+\.raw$/, $ci);
+    my $st = $P->alloc_image($sid, $scfg, 100, 'raw', 'vm-100-state-before_upgrade', 8 * 1024);
+    like($st, qr/^vm-100-state-before_upgrade-sp-/, $st);
+    is(($P->parse_volname($st))[2], 100, 'parse_volname: vmid');
+    my $tags = PVE::Storage::Custom::StorPoolPlugin::_api($scfg, 'GET', 'Volume/~' . gid_of($ci))->[0]{tags};
+    is($tags->{'pve-disk'}, 'cloudinit', 'pve-disk=cloudinit');
+    my @ids = map { $_->{volid} } @{ $P->list_images($sid, $scfg, 100) };
+    ok((grep { $_ eq "$sid:$ci" } @ids) && (grep { $_ eq "$sid:$st" } @ids), 'listed');
+    like($P->alloc_image($sid, $scfg, 100, 'raw', undef, 1024), qr/^vm-100-disk-2-sp-/, 'they take no disk number');
+    $P->free_image($sid, $scfg, $_) for $ci, $st, (grep { /^vm-100-disk-2-/ } map { (split /:/, $_->{volid})[1] } @{ $P->list_images($sid, $scfg, 100) });
+    is(scalar @{ $P->list_images($sid, $scfg, 100) }, 3, 'freed');
+};
+
 subtest 'activate_volume, path, snapshot, rollback' => sub {
     my $path = scalar $P->path($scfg, $v0, $sid);
     is($path, "$ENV{STORPOOL_DEV_ROOT}/storpool-byid/" . gid_of($v0), 'path: /dev/storpool-byid/<globalId>');

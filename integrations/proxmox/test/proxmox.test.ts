@@ -77,7 +77,7 @@ describe('Proxmox VE plugin', () => {
     expect(out).toMatch(/^Result: PASS$/m);
     // The subtests ran (not skipped): one "ok N - <name>" per subtest at the top level.
     const top = out.split('\n').filter((l) => /^ok \d+ - /.test(l));
-    expect(top.length, out).toBe(11);
+    expect(top.length, out).toBe(12);
     const nested = out.split('\n').filter((l) => /^\s+ok \d+/.test(l));
     expect(nested.length, out).toBeGreaterThan(90);
     // It left nothing of its own in the cluster.

@@ -179,25 +179,38 @@ sub _template {
 # ---------------------------------------------------------------------------------------------
 # Names
 
+# pve-disk holds the disk number, or "cloudinit" / "state-<snapshot>" for those special volumes.
 sub _volname {
     my ($tags, $gid) = @_;
     my $kind = ($tags->{'pve-base'} // '0') eq '1' ? 'base' : 'vm';
-    return "$kind-$tags->{'pve-vm'}-disk-$tags->{'pve-disk'}-sp-$gid.raw";
+    my $disk = $tags->{'pve-disk'};
+    my $part = $disk =~ /^\d+$/ ? "disk-$disk" : $disk;
+    return "$kind-$tags->{'pve-vm'}-$part-sp-$gid.raw";
 }
+
+my $GID = qr/[a-z0-9]+\.[a-z0-9]+\.[a-z0-9]+/;
+my $PART = qr/disk-\d+|cloudinit|state-[A-Za-z0-9_-]+/;
 
 sub parse_volname {
     my ($class, $volname) = @_;
-    if ($volname =~ m/^(vm|base)-(\d+)-disk-(\d+)-sp-([a-z0-9]+\.[a-z0-9]+\.[a-z0-9]+)\.raw$/) {
-        my ($kind, $vmid, $gid) = ($1, $2, $4);
-        my $isBase = $kind eq 'base' ? 1 : 0;
-        return ('images', $volname, $vmid, undef, undef, $isBase, 'raw');
+    if ($volname =~ m/^(vm|base)-(\d+)-($PART)-sp-($GID)\.raw$/) {
+        my ($kind, $vmid) = ($1, $2);
+        return ('images', $volname, $vmid, undef, undef, $kind eq 'base' ? 1 : 0, 'raw');
     }
     die "storpool: unable to parse volume name '$volname'\n";
 }
 
+# The pve-disk tag of a requested name (vm-<vmid>-disk-<n>, vm-<vmid>-cloudinit, vm-<vmid>-state-<snap>).
+sub _disk_of_name {
+    my ($vmid, $name) = @_;
+    my ($part) = $name =~ /^vm-\Q$vmid\E-($PART)$/
+        or die "storpool: illegal name '$name' - should be 'vm-$vmid-disk-<n>', 'vm-$vmid-cloudinit' or 'vm-$vmid-state-<snapshot>'\n";
+    return $part =~ /^disk-(\d+)$/ ? $1 : $part;
+}
+
 sub _gid {
     my ($volname) = @_;
-    my ($gid) = $volname =~ /-sp-([a-z0-9]+\.[a-z0-9]+\.[a-z0-9]+)\.raw$/
+    my ($gid) = $volname =~ /-sp-($GID)\.raw$/
         or die "storpool: unable to parse volume name '$volname'\n";
     return $gid;
 }
@@ -341,12 +354,7 @@ sub unmap_volume {
 sub alloc_image {
     my ($class, $storeid, $scfg, $vmid, $fmt, $name, $size) = @_;
     die "storpool: unsupported format '$fmt' (raw only)\n" if defined $fmt && $fmt ne 'raw';
-    my $disk;
-    if (defined $name && $name ne '') {
-        ($disk) = $name =~ /^vm-\Q$vmid\E-disk-(\d+)$/
-            or die "storpool: illegal name '$name' - should be 'vm-$vmid-disk-<n>'\n";
-    }
-    $disk //= _next_disk($storeid, $scfg, $vmid);
+    my $disk = defined $name && $name ne '' ? _disk_of_name($vmid, $name) : _next_disk($storeid, $scfg, $vmid);
     my $res = _api($scfg, 'POST', 'VolumeCreate', {
         template => _template($storeid, $scfg),
         size => $size * 1024,    # PVE sizes are KiB
@@ -504,8 +512,8 @@ sub rename_volume {
     die "storpool: cannot rename a base volume\n" if _is_base($source_volname);
     my $disk;
     if (defined $target_volname && $target_volname ne '') {
-        ($disk) = $target_volname =~ /^vm-\Q$target_vmid\E-disk-(\d+)/
-            or die "storpool: illegal target name '$target_volname'\n";
+        (my $name = $target_volname) =~ s/-sp-$GID\.raw$//;
+        $disk = _disk_of_name($target_vmid, $name);
     }
     $disk //= _next_disk($storeid, $scfg, $target_vmid);
     _api($scfg, 'POST', "VolumeUpdate/~$gid", { tags => { 'pve-vm' => "$target_vmid", 'pve-disk' => "$disk" } });
