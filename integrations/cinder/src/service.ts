@@ -25,7 +25,7 @@ export interface CinderServiceOptions {
   backendHost?: string;
   /** storpool.conf whose `[host]` sections give each connector host's SP_OURID. */
   storpoolConf?: string;
-  /** Hosts (connector `host`) attached over iSCSI instead of the native block service; `*` = all. */
+  /** Connectors attached over iSCSI instead of the native block service: host names or IQN patterns; `*` = all. */
   iscsiExportTo?: string[];
   iscsiPortalGroup?: string;
   /** Create iSCSI initiators with a CHAP user and secret (returned in the connection info). */
@@ -289,10 +289,12 @@ export class CinderService {
   }
 
   // ---- connections ------------------------------------------------------------------------------
+  /** Like the driver's `iscsi_export_to`: `*`, IQN patterns (`*` wildcards), or host names. */
   #usesIscsi(connector: Connector): boolean {
-    const to = this.#o.iscsiExportTo ?? [];
     const host = typeof connector.host === 'string' ? connector.host : '';
-    return typeof connector.initiator === 'string' && (to.includes('*') || to.includes(host));
+    const iqn = connector.initiator;
+    if (typeof iqn !== 'string') return false;
+    return (this.#o.iscsiExportTo ?? []).some((p) => p === host || new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`).test(iqn));
   }
 
   clientIdOf(connector: Connector): number {

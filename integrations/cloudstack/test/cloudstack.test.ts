@@ -147,6 +147,23 @@ describe("the KVM agent's storpool CLI invocations", { timeout: 240_000 }, () =>
   });
 });
 
+describe('storpool_confget', () => {
+  it("prints a host's merged configuration, one value, or shell assignments", async () => {
+    const conf = `${c.dir}/confget.conf`;
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(conf, 'SP_API_HTTP_HOST=10.0.0.10\nSP_AUTH_TOKEN=12345\n[kvm1]\nSP_OURID=31\n[kvm2]\nSP_OURID=32\nSP_API_HTTP_HOST=10.0.0.11\n');
+    const bin = fileURLToPath(new URL('../bin/storpool_confget.js', import.meta.url));
+    let r = await run(bin, ['-f', conf, '-s', 'kvm1', 'SP_OURID']);
+    expect(r.stdout).toBe('31\n');
+    r = await run(bin, ['-f', conf, '-s', 'kvm2']);
+    expect(r.stdout).toBe('SP_API_HTTP_HOST=10.0.0.11\nSP_AUTH_TOKEN=12345\nSP_OURID=32\n');
+    r = await run(bin, ['-f', conf, '-s', 'kvm1', '-S', 'SP_AUTH_TOKEN']);
+    expect(r.stdout).toBe("SP_AUTH_TOKEN='12345'\n");
+    r = await run(bin, ['-f', conf, '-s', 'kvm9', 'SP_OURID']);
+    expect(r.code).toBe(1);
+  }, 120_000);
+});
+
 describe('storpool-cloudstack: register, list, check', { timeout: 240_000 }, () => {
   const env = (): Record<string, string> => ({ CLOUDSTACK_ENDPOINT: fake.endpoint, CLOUDSTACK_KEY: KEYS.apiKey, CLOUDSTACK_SECRET: KEYS.secretKey });
   const spcs = (...args: string[]): ReturnType<typeof run> => run(SPCS, args, env());
