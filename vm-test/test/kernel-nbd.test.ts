@@ -57,7 +57,7 @@ run nbd-client 10.0.2.2 ${port} ${c.dev} -N ${c.label} -b 4096 -t 120
   const script = `. /lib/vmtest.sh\nset -o pipefail\n${guest.before ?? ''}\n${attach}\n${cycles.map(fsCycleScript).join('\n')}\n${guest.after ?? ''}\n${detach}\n${DMESG_CHECK}`;
   const clock = new StepClock();
   const result = await runVm({
-    image, script, files: makeTree().files, timeoutMs: 360_000,
+    image, script, files: makeTree().files, timeoutMs: 600_000,
     onLine: (line) => {
       clock.onLine(line);
       if (VERBOSE) console.log(`  [guest] ${line}`);
@@ -84,7 +84,7 @@ describe('kernel NBD client in a QEMU guest against storpool', () => {
       { dev: '/dev/nbd0', fs: 'ext4', label: 'vext4', copies: 2, bigMiB: 16 },
       { dev: '/dev/nbd1', fs: 'xfs', label: 'vxfs', copies: 2, bigMiB: 16 },
     ]);
-  }, 420_000);
+  }, 660_000);
 
   it('the same while storage server 2 is SIGKILLed and restarted during the writes: no I/O error, fsck clean, checksums match', async () => {
     let restart: Promise<void> | undefined;
@@ -109,7 +109,7 @@ describe('kernel NBD client in a QEMU guest against storpool', () => {
     // the outage really overlapped the guest's writes (each copy is synced to the device)
     expect(clock.at.get('write-done-kill')).toBeGreaterThan(restartedAt);
     expect(clock.at.get('synced-kill-1')).toBeGreaterThan(killedAt);
-  }, 420_000);
+  }, 660_000);
 
   it('the same over a lossy, slow link (tc netem in the guest: 20±5 ms delay, 2% loss): fsck clean, checksums match', async () => {
     // Debian's busybox sh runs its own applets before PATH (its tc has no netem): iproute2's by path
@@ -122,5 +122,5 @@ describe('kernel NBD client in a QEMU guest against storpool', () => {
     const dropped = Number(marker(result, 'NETEM'));
     console.log(`vm-test netem: ${dropped} packets dropped by netem during the run`);
     expect(dropped).toBeGreaterThan(0);
-  }, 420_000);
+  }, 660_000);
 });

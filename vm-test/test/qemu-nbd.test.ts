@@ -60,7 +60,7 @@ describe("QEMU's NBD client: storpool volumes as the guest's virtio disks", () =
     const script = `. /lib/vmtest.sh\nset -o pipefail\n${sizes}\n${cycles.map(fsCycleScript).join('\n')}\n${DMESG_CHECK}`;
     const clock = new StepClock();
     const result = await runVm({
-      image, script, files: makeTree().files, timeoutMs: 360_000,
+      image, script, files: makeTree().files, timeoutMs: 600_000,
       drives: cycles.map((c) => ({ file: c.uri })),
       onLine: (line) => {
         clock.onLine(line);
@@ -77,5 +77,5 @@ describe("QEMU's NBD client: storpool volumes as the guest's virtio disks", () =
       expect(hasFsMagic(c.fs, head), `${c.fs} magic on ${c.label}`).toBe(true);
       expect(createHash('md5').update(head).digest('hex')).toBe(marker(result, `DEVSUM-${c.label}`));
     }
-  }, 420_000);
+  }, 660_000);
 });

@@ -16,7 +16,7 @@ describe('vm-test harness', () => {
 
   it('reports a failing script with its reason, and kills a hung guest at the timeout', async () => {
     const image = await ensureImage();
-    const failed = await runVm({ image, script: '. /lib/vmtest.sh\nstep one\nfail boom here\n', timeoutMs: 90_000 });
+    const failed = await runVm({ image, script: '. /lib/vmtest.sh\nstep one\nfail boom here\n', timeoutMs: 300_000 }); // boot alone takes 95 s on a loaded 2-core machine
     expect(failed.ok).toBe(false);
     expect(failed.reason).toBe('boom here');
     expect(failed.lines).toContain('@@STEP one');
@@ -28,6 +28,6 @@ describe('vm-test harness', () => {
     expect(hung.ok).toBe(false);
     expect(hung.timedOut).toBe(true);
     expect(hung.reason).toMatch(/^timeout/);
-    expect(Date.now() - t0).toBeLessThan(40_000);
-  }, 150_000);
+    expect(Date.now() - t0).toBeLessThan(60_000); // killed at the timeout, not when the guest ends
+  }, 420_000);
 });
