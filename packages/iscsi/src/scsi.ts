@@ -10,8 +10,8 @@ import type { LunBackend, ReservationStore } from './types.js';
 
 export const BLOCK = 512;
 const PHYS_EXP = 3; // 4 KiB physical blocks
-/** Largest transfer per command, in blocks (4 MiB: one storpool object). */
-export const MAX_TRANSFER_BLOCKS = 8192;
+/** Largest transfer per command, in blocks (16 MiB). */
+export const MAX_TRANSFER_BLOCKS = 32768;
 const MAX_CAW_BLOCKS = 255;
 const MAX_UNMAP_BLOCKS = 0xffffffff;
 const MAX_UNMAP_DESCRIPTORS = 256;
@@ -217,9 +217,11 @@ export class ScsiLun {
     const bad = this.#range(lba, count);
     if (bad !== undefined) return bad;
     if (count > MAX_TRANSFER_BLOCKS) return invalidCdb(7);
-    if (count === 0) return good();
-    if (d.length < count * BLOCK) return check(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR);
-    await this.ctx.backend.write(lba * BLOCK, d.subarray(0, count * BLOCK));
+    // An Expected Data Transfer Length shorter than the CDB's writes only what came (the
+    // response reports the overflow residual), as iSCSI initiators expect (RFC 7143 §11.4.5).
+    const n = Math.min(count, Math.floor(d.length / BLOCK));
+    if (n === 0) return good();
+    await this.ctx.backend.write(lba * BLOCK, d.subarray(0, n * BLOCK));
     return good();
   }
 
@@ -268,8 +270,8 @@ export class ScsiLun {
       return invalidCdb(cdb[0] === 0x41 ? 7 : 10);
     }
     if (count > MAX_WRITE_SAME_BLOCKS) return invalidCdb(cdb[0] === 0x41 ? 7 : 10);
+    if (!ndob && d.length !== BLOCK) return invalidCdb(cdb[0] === 0x41 ? 7 : 10);
     const block = ndob ? Buffer.alloc(BLOCK) : d.subarray(0, BLOCK);
-    if (block.length < BLOCK) return check(SenseKey.ILLEGAL_REQUEST, Asc.PARAMETER_LIST_LENGTH_ERROR);
     const b = this.ctx.backend;
     const zero = block.every((x) => x === 0);
     if (zero) {

@@ -12,6 +12,8 @@ export interface ConformanceResult {
   skipped: string[];
   failed: string[];
   ms: number;
+  /** Milliseconds per test. */
+  times: Map<string, number>;
 }
 
 export async function listTests(filter: RegExp = /./): Promise<string[]> {
@@ -62,7 +64,7 @@ export async function runConformance(o: {
   onTest?: (name: string, v: Verdict, out: string) => void;
 }): Promise<ConformanceResult> {
   const started = Date.now();
-  const res: ConformanceResult = { passed: [], skipped: [], failed: [], ms: 0 };
+  const res: ConformanceResult = { passed: [], skipped: [], failed: [], ms: 0, times: new Map() };
   for (const t of o.tests) {
     if (o.deadline !== undefined && Date.now() > o.deadline) {
       res.failed.push(`${t} (not run: deadline)`);
@@ -73,7 +75,9 @@ export async function runConformance(o: {
     if (o.initiator2 !== undefined) args.push('-I', o.initiator2);
     args.push(o.url);
     if (o.url2 !== undefined) args.push(o.url2);
+    const t0 = Date.now();
     const r = await run(args, o.timeoutMs ?? 30_000);
+    res.times.set(t, Date.now() - t0);
     const v = classify(r.stdout, r.code, r.timedOut);
     res[v].push(t);
     o.onTest?.(t, v, r.stdout);
