@@ -271,12 +271,13 @@ export class NetnsLab {
   /**
    * Starts `cmd args` inside a host's namespace (same file system, same user; only the network
    * differs). The pid is the command's own (`ip netns exec` execs it) and is tracked for kill()
-   * and destroy().
+   * and destroy(). Pass `stdio` to get its output (default: ignored).
    */
   spawn(ref: HostRef, cmd: string, args: string[], options: SpawnOptions = {}): LabProcess {
     if (this.#destroyed) throw new Error('lab destroyed');
     const host = this.host(ref);
-    const child = spawn('ip', ['netns', 'exec', host.netns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+    // Output is dropped unless the caller asks for it (an unread pipe would block the child).
+    const child = spawn('ip', ['netns', 'exec', host.netns, cmd, ...args], { stdio: 'ignore', ...options });
     if (child.pid === undefined) throw new Error(`cannot spawn ${cmd} in ${host.netns}`);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
