@@ -30,10 +30,13 @@ const MiB = 1024 * 1024;
 const BASE = 'iqn.2026-11.com.storpool:conformance';
 const INIT1 = 'iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test';
 const INIT2 = 'iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2';
-/** The memory lane passed 171 of 230 here (tgt 161); the floor leaves room for a noisy machine. */
-const PASS_FLOOR = 165;
-/** Families run against the cluster-backed processes too. */
-const CLUSTER_FAMILIES = /^(MultipathIO|Prout[A-Za-z]*|Prin[A-Za-z]*|Reserve6|Inquiry|ReadCapacity16|CompareAndWrite)\./;
+/** The memory lane passed 179 of 230 here (tgt 161, same run); the floor leaves room for a noisy machine. */
+const PASS_FLOOR = 172;
+/**
+ * Families run against the cluster-backed processes too (43 of 47 passed here, tgt 31). Left out:
+ * CompareAndWrite.Simple and .Miscompare (~1,500 synchronous writes each, 60-90 s here).
+ */
+const CLUSTER_FAMILIES = /^(?:(?:MultipathIO|Prout[A-Za-z]*|Prin[A-Za-z]*|Reserve6|Inquiry|ReadCapacity16)\.|CompareAndWrite\.(?!Simple$|Miscompare$))/;
 const MEMORY_TARGET = 'iqn.2026-11.com.storpool:memory';
 const LUN_BYTES = 128 * MiB;
 /** Each lane stops starting tests after this (the rest count as failed): bounds the file's time. */
@@ -137,7 +140,7 @@ describe('iscsi-test-cu -t ALL, test by test', () => {
     for (const t of ['CompareAndWrite.Simple', 'ProutRegister.Simple', 'PrinReadKeys.Simple', 'Unmap.Simple', 'WriteSame10.Simple', 'MultipathIO.Simple']) {
       expect(mem.passed, t).toContain(t);
     }
-    for (const t of ['CompareAndWrite.DpoFua', 'ProutRegister.Simple', 'ProutReserve.Simple', 'PrinReadKeys.Simple', 'MultipathIO.Simple', 'MultipathIO.CompareAndWrite']) {
+    for (const t of ['CompareAndWrite.Unwritten', 'ProutRegister.Simple', 'ProutReserve.Simple', 'PrinReadKeys.Simple', 'MultipathIO.Simple', 'MultipathIO.CompareAndWrite']) {
       expect(sp.passed, t).toContain(t);
     }
     expect(mem.passed.length).toBeGreaterThanOrEqual(PASS_FLOOR);

@@ -23,6 +23,7 @@ import { pino, type Logger } from 'pino';
 
 export const SERVER_BIN = fileURLToPath(new URL('../../server/bin/storpool-server.js', import.meta.url));
 export const BLOCK_BIN = fileURLToPath(new URL('../../block/bin/storpool-block.js', import.meta.url));
+export const ISCSI_BIN = fileURLToPath(new URL('../../iscsi/bin/storpool-iscsi.js', import.meta.url));
 
 /** The block service (storpool-block) of this host, started with SP_OURID = ourId. */
 export interface LocalBlockOptions {
@@ -57,6 +58,11 @@ export interface LocalClusterOptions {
   mgmt?: Pick<ManagementServiceOptions, 'probeIntervalMs' | 'downAfterMs' | 'reReplicateAfterMs' | 'syncBytesPerSec' | 'minReplicas'>;
   /** Also start this host's block service (logs/block.log). Default: not started. */
   block?: boolean | LocalBlockOptions;
+  /**
+   * Also start storpool-iscsi (logs/iscsi.log) with one portal `HOST:PORT` (default 127.0.0.1:3260
+   * as root, else 127.0.0.1:13260) in portal group `local`, controller = ourId. Default: not started.
+   */
+  iscsi?: boolean | { portal?: string };
 }
 
 export interface LocalServer {
@@ -77,6 +83,8 @@ export interface LocalCluster {
   servers: LocalServer[];
   /** The block service, when started (`block` option). */
   block?: { process: ChildProcess; exited: Promise<void>; nbd: string; devRoot: string; runtimeDir: string };
+  /** storpool-iscsi, when started (`iscsi` option). */
+  iscsi?: { process: ChildProcess; exited: Promise<void>; portal: string };
   stop(): Promise<void>;
 }
 
@@ -167,7 +175,10 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
   const servers: LocalServer[] = [];
   let service: ManagementService | undefined;
   let block: LocalCluster['block'];
+  let iscsi: LocalCluster['iscsi'];
   const stop = async (): Promise<void> => {
+    if (iscsi !== undefined) await stopChild(iscsi.process, iscsi.exited);
+    iscsi = undefined;
     // The block service first: it detaches its devices while the storage is still there.
     if (block !== undefined) await stopChild(block.process, block.exited);
     block = undefined;
@@ -217,11 +228,51 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     ].join('\n');
     await writeFile(confPath, conf, { mode: 0o600 });
     if (o.block !== undefined && o.block !== false) block = await startBlock(o.block === true ? {} : o.block, dataDir, confPath, mapFile, ourId, service, log);
-    return { dataDir, url, token, confPath, mapFile, service, servers, ...(block !== undefined ? { block } : {}), stop };
+    if (o.iscsi !== undefined && o.iscsi !== false) iscsi = await startIscsi(o.iscsi === true ? {} : o.iscsi, dataDir, confPath, mapFile, ourId, service.url, token, log);
+    return { dataDir, url, token, confPath, mapFile, service, servers, ...(block !== undefined ? { block } : {}), ...(iscsi !== undefined ? { iscsi } : {}), stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** One portal group `local` with one portal of this host, then storpool-iscsi (see packages/iscsi). */
+async function startIscsi(i: { portal?: string }, dataDir: string, confPath: string, mapFile: string, ourId: number, url: string, token: string, log: Logger): Promise<NonNullable<LocalCluster['iscsi']>> {
+  const portal = i.portal ?? (process.getuid?.() === 0 ? '127.0.0.1:3260' : '127.0.0.1:13260');
+  const m = /^(.*):(\d+)$/.exec(portal);
+  if (m === null) throw new Error(`iSCSI portal ${portal}: expected HOST:PORT`);
+  const commands = [
+    { setBaseName: { name: 'iqn.2026-11.com.storpool:local' } }, { createPortalGroup: { name: 'local' } },
+    { createPortal: { portalGroup: 'local', controller: ourId, ip: m[1]!, port: Number(m[2]) } },
+  ];
+  // One command at a time: on a reused data directory they exist already (objectExists, busy).
+  for (const c of commands) {
+    await fetch(`${url}/ctrl/1.0/iSCSIConfig`, { method: 'POST', headers: { Authorization: `Storpool v1:${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ commands: [c] }) });
+  }
+  const logFile = createWriteStream(join(dataDir, 'logs', 'iscsi.log'), { flags: 'a' });
+  const child = spawn(process.execPath, [ISCSI_BIN, '--controller-id', String(ourId), '--map-file', mapFile], { env: { ...process.env, STORPOOL_CONF: confPath }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout?.pipe(logFile);
+  child.stderr?.pipe(logFile);
+  const exited = new Promise<void>((r) => child.once('exit', (code, signal) => {
+    log.info({ code, signal }, 'storpool-iscsi exited');
+    r();
+  }));
+  const deadline = Date.now() + BLOCK_START_TIMEOUT_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error('storpool-iscsi exited at startup (see logs/iscsi.log)');
+    const up = await new Promise<boolean>((r) => {
+      const s = connect(Number(m[2]), m[1]!);
+      s.once('connect', () => { s.destroy(); r(true); });
+      s.once('error', () => r(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) {
+      await stopChild(child, exited);
+      throw new Error(`storpool-iscsi did not listen on ${portal} within ${BLOCK_START_TIMEOUT_MS} ms (see logs/iscsi.log)`);
+    }
+    await sleep(100);
+  }
+  return { process: child, exited, portal };
 }
 
 async function startBlock(b: LocalBlockOptions, dataDir: string, confPath: string, mapFile: string, ourId: number, service: ManagementService, log: Logger): Promise<NonNullable<LocalCluster['block']>> {

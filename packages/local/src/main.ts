@@ -8,6 +8,8 @@
  *   STORPOOL_LOG_LEVEL  log level (default info)
  *   STORPOOL_BLOCK      `off`: do not start this host's block service (storpool-block)
  *   STORPOOL_NBD_LISTEN the block service's NBD address (default 127.0.0.1:10809)
+ *   STORPOOL_ISCSI      `off`: do not start storpool-iscsi
+ *   STORPOOL_ISCSI_PORTAL its portal (default 127.0.0.1:3260 as root, else 127.0.0.1:13260)
  */
 import { resolve } from 'node:path';
 import { pino } from 'pino';
@@ -26,6 +28,7 @@ async function main(): Promise<void> {
     // This host's block service (SP_OURID 1): volumes attached `here` appear as /dev/storpool/NAME
     // and as NBD exports on STORPOOL_NBD_LISTEN (default 127.0.0.1:10809); STORPOOL_BLOCK=off skips it.
     ...(env['STORPOOL_BLOCK'] === 'off' ? {} : { block: { ...(env['STORPOOL_NBD_LISTEN'] !== undefined ? { nbd: env['STORPOOL_NBD_LISTEN'] } : {}) } }),
+    ...(env['STORPOOL_ISCSI'] === 'off' ? {} : { iscsi: env['STORPOOL_ISCSI_PORTAL'] !== undefined ? { portal: env['STORPOOL_ISCSI_PORTAL'] } : true }),
     ...(env['SP_API_HTTP_HOST'] !== undefined ? { host: env['SP_API_HTTP_HOST'] } : {}),
     ...(env['SP_AUTH_TOKEN'] !== undefined && env['SP_AUTH_TOKEN'] !== '' ? { token: env['SP_AUTH_TOKEN'] } : {}),
     ...(sizeText !== undefined ? { diskSizeBytes: Number(sizeText) } : {}),
@@ -35,6 +38,7 @@ async function main(): Promise<void> {
     `storpool local cluster is up: ${cluster.servers.length} storage servers, data in ${cluster.dataDir}`,
     `STORPOOL_API=${cluster.url}/ctrl/1.0/`,
     ...(cluster.block !== undefined ? [`block service: NBD on ${cluster.block.nbd}, devices in ${cluster.block.devRoot}/storpool (logs/block.log)`] : []),
+    ...(cluster.iscsi !== undefined ? [`iSCSI target: portal ${cluster.iscsi.portal} (storpool iscsi ..., logs/iscsi.log)`] : []),
     `config (for the storpool CLI): ${cluster.confPath}   e.g. cp ${cluster.confPath} /etc/storpool.conf`,
     'try:',
     `  curl -s -H 'Authorization: Storpool v1:${cluster.token}' ${cluster.url}/ctrl/1.0/VolumeTemplatesList`,
