@@ -33,8 +33,7 @@ fi
 
 "$REPO/vm-test/scripts/build-box.sh"
 BOXDIR=$CACHE/box
-vagrant box list 2>/dev/null | grep -q '^storpool/debian12-local ' && [ "$BOXDIR/storpool-debian12.box" -ot "$HOME/.vagrant.d/boxes/storpool-VAGRANTSLASH-debian12-local" ] \
-  || vagrant box add --force --name storpool/debian12-local "$BOXDIR/storpool-debian12.box"
+vagrant box add --force --name storpool/debian12-local "$BOXDIR/storpool-debian12.box"
 
 # Private state for libvirt: its sockets, its images/pools, its config (qemu as root, no labels).
 mkdir -p "$WORK/run" "$WORK/lib" "$WORK/etc"
