@@ -3,8 +3,10 @@
  * id; an image is the volume <px>-img-<id> (its SOURCE), its snapshots <source>-snap<N>.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorpoolError } from '@storpool/errors';
@@ -22,11 +24,17 @@ const localClient = (e: DriverEnv): number => clientIdOf(e, 'localhost');
 /** Image file behind IMAGE/PATH: local files as they are, http(s) downloaded to a temp file. */
 async function fetchSource(path: string): Promise<{ file: string; cleanup: () => Promise<void> }> {
   if (/^https?:\/\//.test(path)) {
-    const dir = await mkdtemp(join(tmpdir(), 'storpool-one-'));
     const res = await fetch(path);
     if (!res.ok) throw new StorpoolError('CONFIG_ERR_INVALID', `cannot download ${path}: HTTP ${res.status}`);
+    const dir = await mkdtemp(join(tmpdir(), 'storpool-one-'));
     const file = join(dir, 'image');
-    await writeFile(file, Buffer.from(await res.arrayBuffer()));
+    try {
+      if (res.body === null) throw new StorpoolError('CONFIG_ERR_INVALID', `cannot download ${path}: empty reply`);
+      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file));
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
     return { file, cleanup: () => rm(dir, { recursive: true, force: true }) };
   }
   if (!existsSync(path)) throw new StorpoolError('CONFIG_ERR_INVALID', `image file ${path} does not exist`);
@@ -34,7 +42,9 @@ async function fetchSource(path: string): Promise<{ file: string; cleanup: () =>
 }
 
 async function imageInfo(file: string): Promise<{ size: number; format: string }> {
-  const info = JSON.parse(await runLocal('qemu-img', ['info', '--output=json', file])) as { 'virtual-size': number; format: string };
+  const info = JSON.parse(await runLocal('qemu-img', ['info', '--output=json', file])) as { 'virtual-size': number; format: string; 'backing-filename'?: string };
+  // A user's image must not pull in another file of this host through its backing chain.
+  if (info['backing-filename'] !== undefined) throw new StorpoolError('CONFIG_ERR_INVALID', `image ${file} has a backing file (${info['backing-filename']}); register a self-contained image`);
   return { size: info['virtual-size'], format: info.format };
 }
 

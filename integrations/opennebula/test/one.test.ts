@@ -217,11 +217,16 @@ describe('OpenNebula datastore driver (DS_MAD)', () => {
     expect((await ok('datastore', 'stat', [dsData(image({ id: 5, path: join(tmp, 'image.raw') })), '5'])).trim()).toBe('8');
   }, 60_000);
 
-  it('errors: missing file, bad XML, not base64, wrong root, missing fields; nothing is created', async () => {
+  it('errors: missing file, a qcow2 with a backing file, bad XML, not base64, wrong root, missing fields; nothing is created', async () => {
     let r = await action('datastore', 'cp', ['6'], dsData(image({ id: 6, path: join(tmp, 'nope.img') })));
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/^ERROR: storpool datastore cp: image file .*nope\.img does not exist/);
     expect(r.stdout).toBe('');
+    const overlay = join(tmp, 'overlay.qcow2');
+    expect((await sh('qemu-img', ['create', '-f', 'qcow2', '-F', 'raw', '-b', join(tmp, 'image.raw'), overlay])).code).toBe(0);
+    r = await action('datastore', 'cp', ['6'], dsData(image({ id: 6, path: overlay })));
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/has a backing file/);
     r = await action('datastore', 'cp', ['6'], b64('<DS_DRIVER_ACTION_DATA><IMAGE><ID>6</ID></DS_DRIVER_ACTION_DATA>'));
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/bad XML/);
