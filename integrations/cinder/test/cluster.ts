@@ -28,14 +28,19 @@ export interface TestCluster {
 export async function startTestCluster(prefix: string): Promise<TestCluster> {
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
   let local: LocalCluster | undefined;
-  try {
-    local = await startLocalCluster({
-      dataDir: join(dir, 'data'), port: 0, disks: 3, diskSizeBytes: 1024 ** 3, shardCount: 64,
-      block: { nbd: `127.0.0.1:${await freePort()}`, attachMethod: 'none', devRoot: join(dir, 'dev'), runtimeDir: join(dir, 'run') },
-    });
-  } catch (err) {
-    await rm(dir, { recursive: true, force: true });
-    throw err;
+  // On a machine shared by many test runs a storage server can miss the launcher's start
+  // deadline; a second attempt (fresh data directory) rides that out.
+  for (let attempt = 1; local === undefined; attempt++) {
+    try {
+      local = await startLocalCluster({
+        dataDir: join(dir, `data-${attempt}`), port: 0, disks: 3, diskSizeBytes: 1024 ** 3, shardCount: 64,
+        block: { nbd: `127.0.0.1:${await freePort()}`, attachMethod: 'none', devRoot: join(dir, 'dev'), runtimeDir: join(dir, 'run') },
+      });
+    } catch (err) {
+      if (attempt < 2) continue;
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
   }
   const l = local;
   const url = new URL(l.url);

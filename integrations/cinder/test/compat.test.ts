@@ -17,7 +17,7 @@ const cloneSnapName = (id: string): string => `${P}--clone--none--snapshot-${id}
 interface Summary { name: string; globalId: string; size: number; templateName: string; parentName: string; tags: Record<string, string> }
 
 let c: TestCluster;
-beforeAll(async () => { c = await startTestCluster('cinder-compat'); }, 120_000);
+beforeAll(async () => { c = await startTestCluster('cinder-compat'); }, 240_000);
 afterAll(async () => { await c?.stop(); }, 60_000);
 
 async function createVolume(id: string, extra: Record<string, unknown> = {}): Promise<string> {

@@ -85,7 +85,7 @@ beforeAll(async () => {
     '--keystone-user', 'cinder', '--keystone-password', 'cinder-pw', '--keystone-project', 'service',
   ]);
   keystone = await startKeystonePeer(pk, ksShimUrl, USERS);
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   for (const p of procs) {
@@ -110,6 +110,12 @@ describe('REST surface', () => {
     expect(r.headers.get('openstack-api-version')).toBe('volume 3.59');
     r = await fetch(`${noauthUrl}/v3/p1/volumes`, { headers: { 'OpenStack-API-Version': 'volume 3.99' } });
     expect(r.status).toBe(406);
+    // Without the project in the path, the caller's project (noauth: the `user:project` token).
+    r = await fetch(`${noauthUrl}/v3/volumes`, { method: 'POST', headers: { 'X-Auth-Token': 'u1:p1' }, body: JSON.stringify({ volume: { size: 1, name: 'no-project-path' } }) });
+    expect(r.status).toBe(202);
+    const made = ((await r.json()) as { volume: { id: string } }).volume;
+    r = await fetch(`${noauthUrl}/v3/p1/volumes/${made.id}`);
+    expect(((await r.json()) as { volume: { name: string; 'os-vol-tenant-attr:tenant_id': string } }).volume).toMatchObject({ name: 'no-project-path', 'os-vol-tenant-attr:tenant_id': 'p1' });
     r = await fetch(`${noauthUrl}/v3/p1/volumes/0b7a9e3c-0000-4a57-8f0c-2d7f3f1d9c01`);
     expect(r.status).toBe(404);
     expect(await r.json()).toEqual({ itemNotFound: { code: 404, message: 'Volume 0b7a9e3c-0000-4a57-8f0c-2d7f3f1d9c01 could not be found.' } });

@@ -23,7 +23,7 @@ let fake: FakeCloudStack;
 beforeAll(async () => {
   c = await startTestCluster('cloudstack');
   fake = await startFakeCloudStack(KEYS, [{ id: '3f0c9b1e-1111-4a2b-9c3d-5e6f7a8b9c01', name: 'zone1' }, { id: '3f0c9b1e-2222-4a2b-9c3d-5e6f7a8b9c02', name: 'empty-zone' }]);
-}, 120_000);
+}, 240_000);
 afterAll(async () => {
   await fake?.close();
   await c?.stop();
