@@ -35,7 +35,7 @@ import {
 } from '@storpool/protocol';
 import type { Logger } from 'pino';
 import { RangeLockTable } from './range-locks.js';
-import { ShardSync, type SyncSession } from './shard-sync.js';
+import { ShardSync, type JoinerRoute, type SyncRun } from './shard-sync.js';
 import type { ObjectKey, ReadResult, StoreStats } from './store/index.js';
 
 /** The part of DiskStore the replication layer uses. */
@@ -334,10 +334,13 @@ export class ShardService {
     if (placement.replicas.length < placement.minReplicas) {
       throw new StorpoolError('REPL_ERR_TOO_FEW_REPLICAS', `group ${h.group} shard ${h.shard} has ${placement.replicas.length} in-sync copies, fewer than its minimum ${placement.minReplicas}: writes wait until a disk returns or is replaced`);
     }
-    // Joining disks with a catch-up session: current objects get the write, others a whole copy after it.
-    const sessions = placement.joining.map((t) => this.#sync.session(t, h.group, h.shard)).filter((x): x is SyncSession => x !== undefined);
-    const fan: Fanout = { replicas: placement.replicas, joiners: sessions.filter((x) => this.#sync.isVerified(x, key)) };
-    const toCopy = sessions.filter((x) => !fan.joiners.includes(x));
+    // Joining disks: a synced one is a replica; while its copy runs, verified objects get the write
+    // (its failure stops the copy, not the write) and others a whole-object copy after it.
+    const routes = placement.joining.map((t) => this.#sync.route(t, h.group, h.shard)).filter((x): x is JoinerRoute => x !== undefined);
+    const synced = routes.flatMap((r) => (r.kind === 'replica' ? [r.session.target] : []));
+    const copying = routes.flatMap((r) => (r.kind === 'copying' ? [r.run] : []));
+    const fan: Fanout = { replicas: synced.length === 0 ? placement.replicas : [...placement.replicas, ...synced], joiners: copying.filter((r) => this.#sync.isVerified(r.session, key)) };
+    const toCopy = copying.filter((r) => !fan.joiners.includes(r));
     const replicas = placement.replicas;
     let result: OpResult;
     const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
@@ -429,13 +432,13 @@ export class ShardService {
     return out;
   }
 
-  /** A joining disk's copy of a write: its failure ends the catch-up session, not the client's write. */
-  async #toJoiner(s: SyncSession, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
+  /** A joining disk's copy of a write while its catch-up runs: a failure stops the copy, not the client's write. */
+  async #toJoiner(run: SyncRun, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
     try {
-      const conn: WireConnection = await this.#o.peers.get(s.target);
+      const conn: WireConnection = await this.#o.peers.get(run.session.target);
       await conn.request({ ...h, epoch: this.epoch }, payload, this.#o.replicaTimeoutMs);
     } catch (err) {
-      s.fail(err);
+      run.fail(err);
     }
   }
 
@@ -514,10 +517,10 @@ export class ShardService {
   }
 }
 
-/** Where a mutation goes besides the local store: the in-sync replicas and current joining disks. */
+/** Where a mutation goes besides the local store: replicas (must confirm) and disks being copied to. */
 interface Fanout {
   replicas: readonly number[];
-  joiners: readonly SyncSession[];
+  joiners: readonly SyncRun[];
 }
 
 function locate(router: ShardRouter, h: RequestHeader): { shard: number; replicas: readonly number[] } {

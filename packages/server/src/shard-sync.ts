@@ -1,14 +1,16 @@
 /**
  * Catch-up of a joining disk, run by a shard's primary (SHARD_SYNC).
  *
- * A session copies the shards it was given to the target disk and keeps the target current while it
- * runs. The rule that makes this safe against writes racing the copy: the primary never forwards a
- * write of an object the session has not yet *verified* (compared with the target, and copied whole
- * if different); the first write of such an object is followed by a copy of the whole object, made
- * under the object's lock. So the target's copy of an object is either untouched since it went away
- * (and its version tells whether it is current) or exactly the primary's. The session ends with every
- * object of its shards verified; the primary goes on forwarding to the target until the shard map
- * moves it from joining to in sync.
+ * One session per (target, group) on this primary; each SHARD_SYNC adds shards to it and copies
+ * them. While a shard is being copied, the rule that makes this safe against writes racing the copy:
+ * the primary never forwards a write of an object the session has not yet *verified* (compared with
+ * the target, and copied whole if different); the first write of such an object is followed by a copy
+ * of the whole object, made under the object's lock. So the target's copy of an object is either
+ * untouched since it went away (and its version tells whether it is current) or exactly the primary's.
+ * A failure while copying drops those shards from the session (the target just misses them; the
+ * leader retries). Once a shard's copy is complete it is *synced*: the leader may promote the target
+ * at any moment, so from then on the primary treats the target as a replica of that shard — every
+ * write goes to it and a write it does not confirm fails — until the map no longer lists it joining.
  *
  * Versions identify content because every primary writes versions of its own term (ShardGroup.terms):
  * an old primary's unacknowledged write never has the version of a write of its successor.
@@ -60,20 +62,16 @@ export interface SyncCounters {
   bytesPushed: number;
 }
 
-export class SyncSession {
-  readonly target: number;
-  readonly group: number;
+/** One SHARD_SYNC's copy of some shards. */
+export class SyncRun {
+  readonly session: SyncSession;
   readonly shards: ReadonlySet<number>;
-  readonly placementOf: ReadonlyMap<number, number>;
-  readonly verified = new Set<string>();
   failure: StorpoolError | undefined;
   readonly result: ShardSyncResult = { objectsCompared: 0, objectsPushed: 0, objectsReleased: 0, bytesPushed: 0 };
 
-  constructor(r: ShardSyncRequest) {
-    this.target = r.target;
-    this.group = r.group;
-    this.shards = new Set(r.shards);
-    this.placementOf = new Map(r.dataIds);
+  constructor(session: SyncSession, shards: readonly number[]) {
+    this.session = session;
+    this.shards = new Set(shards);
   }
 
   get live(): boolean {
@@ -83,9 +81,26 @@ export class SyncSession {
   fail(err: unknown): void {
     if (this.failure !== undefined) return;
     const e = err instanceof StorpoolError ? err : new StorpoolError('INTERNAL_ERR', String(err));
-    this.failure = new StorpoolError('REPL_ERR_SYNC_FAILED', `catch-up of disk ${this.target} (group ${this.group}) stopped: ${e.code}: ${e.message}`, { cause: e });
+    this.failure = new StorpoolError('REPL_ERR_SYNC_FAILED', `catch-up of disk ${this.session.target} (group ${this.session.group}) stopped: ${e.code}: ${e.message}`, { cause: e });
   }
 }
+
+export class SyncSession {
+  readonly target: number;
+  readonly group: number;
+  /** shard -> the run copying it, or 'synced'. */
+  readonly shards = new Map<number, SyncRun | 'synced'>();
+  readonly placementOf = new Map<number, number>();
+  readonly verified = new Set<string>();
+
+  constructor(target: number, group: number) {
+    this.target = target;
+    this.group = group;
+  }
+}
+
+/** How a write of one shard reaches a joining disk. */
+export type JoinerRoute = { kind: 'replica'; session: SyncSession } | { kind: 'copying'; run: SyncRun };
 
 const objectId = (key: ObjectKey): string => `${key.volumeId}/${key.objectIndex}`;
 
@@ -99,10 +114,13 @@ export class ShardSync {
     this.#host = host;
   }
 
-  /** The live session keeping `target` current for this shard, if any. */
-  session(target: number, group: number, shard: number): SyncSession | undefined {
+  /** How writes of this shard reach `target` (joining it), if at all. */
+  route(target: number, group: number, shard: number): JoinerRoute | undefined {
     const s = this.#sessions.get(`${target}/${group}`);
-    return s !== undefined && s.live && s.shards.has(shard) ? s : undefined;
+    const state = s?.shards.get(shard);
+    if (s === undefined || state === undefined) return undefined;
+    if (state === 'synced') return { kind: 'replica', session: s };
+    return state.live ? { kind: 'copying', run: state } : undefined;
   }
 
   isVerified(s: SyncSession, key: ObjectKey): boolean {
@@ -125,26 +143,38 @@ export class ShardSync {
       }
     }
     const key = `${req.target}/${req.group}`;
-    this.#sessions.get(key)?.fail(new StorpoolError('REPL_ERR_SYNC_FAILED', 'replaced by a newer session'));
-    const session = new SyncSession(req);
-    this.#sessions.set(key, session);
+    let session = this.#sessions.get(key);
+    if (session === undefined) this.#sessions.set(key, (session = new SyncSession(req.target, req.group)));
+    for (const [dataId, placementId] of req.dataIds) session.placementOf.set(dataId, placementId);
+    // Shards already synced stay so (the target may be promoted any moment); the others (re)start here.
+    const run = new SyncRun(session, req.shards.filter((shard) => session.shards.get(shard) !== 'synced'));
+    for (const shard of run.shards) {
+      const previous = session.shards.get(shard);
+      if (previous instanceof SyncRun) previous.fail(new StorpoolError('REPL_ERR_SYNC_FAILED', 'replaced by a newer copy of the shard'));
+      session.shards.set(shard, run);
+    }
     this.counters.sessionsStarted++;
     const started = Date.now();
-    this.#host.log.info({ target: req.target, group: req.group, shards: req.shards.length }, 'catch-up session started');
+    this.#host.log.info({ target: req.target, group: req.group, shards: run.shards.size }, 'catch-up started');
     try {
-      await this.#copyAll(session, router.group(req.group)!.shards.length, req.maxBytesPerSec ?? 0);
+      await this.#copyAll(run, router.group(req.group)!.shards.length, req.maxBytesPerSec ?? 0);
     } catch (err) {
-      session.fail(err);
+      run.fail(err);
     }
-    if (session.failure !== undefined) {
+    for (const shard of run.shards) {
+      if (session.shards.get(shard) !== run) continue;
+      if (run.failure === undefined) session.shards.set(shard, 'synced');
+      else session.shards.delete(shard);
+    }
+    if (session.shards.size === 0) this.#sessions.delete(key);
+    if (run.failure !== undefined) {
       this.counters.sessionsFailed++;
-      this.#sessions.delete(key);
-      this.#host.log.warn({ target: req.target, group: req.group, err: session.failure.message }, 'catch-up session failed');
-      throw session.failure;
+      this.#host.log.warn({ target: req.target, group: req.group, err: run.failure.message }, 'catch-up failed');
+      throw run.failure;
     }
     this.counters.sessionsCompleted++;
-    this.#host.log.info({ target: req.target, group: req.group, ...session.result, ms: Date.now() - started }, 'catch-up session complete');
-    return session.result;
+    this.#host.log.info({ target: req.target, group: req.group, ...run.result, ms: Date.now() - started }, 'catch-up complete');
+    return run.result;
   }
 
   /** Drops sessions whose target joins none of their shards any more (promoted, or gone). */
@@ -152,8 +182,13 @@ export class ShardSync {
     const router = this.#host.router();
     for (const [key, s] of this.#sessions) {
       const group = router.group(s.group);
-      const stillJoining = group !== undefined && [...s.shards].some((shard) => group.joining?.[shard]?.includes(s.target) === true && group.shards[shard]?.[0] === this.#host.diskId);
-      if (!stillJoining) this.#sessions.delete(key);
+      for (const [shard, state] of s.shards) {
+        const joining = group !== undefined && group.joining?.[shard]?.includes(s.target) === true && group.shards[shard]?.[0] === this.#host.diskId;
+        if (joining) continue;
+        if (state instanceof SyncRun) state.fail(new StorpoolError('REPL_ERR_SYNC_FAILED', 'the target no longer joins the shard here'));
+        s.shards.delete(shard);
+      }
+      if (s.shards.size === 0) this.#sessions.delete(key);
     }
   }
 
@@ -161,24 +196,25 @@ export class ShardSync {
    * Copies the whole object to the target under the object's lock (the caller must not hold a
    * lock on it), unless it was verified meanwhile. Failure ends the session, not the caller's write.
    */
-  async pushLocked(s: SyncSession, key: ObjectKey, placementId: number, shard: number): Promise<void> {
+  async pushLocked(run: SyncRun, key: ObjectKey, placementId: number, shard: number): Promise<void> {
     const release = await this.#host.lockObject(key);
     try {
-      if (!s.live || s.verified.has(objectId(key))) return;
-      await this.#push(s, key, placementId, shard);
+      if (!run.live || run.session.verified.has(objectId(key))) return;
+      await this.#push(run, key, placementId, shard);
     } catch (err) {
-      s.fail(err);
+      run.fail(err);
     } finally {
       release();
     }
   }
 
-  async #copyAll(s: SyncSession, shardCount: number, maxBytesPerSec: number): Promise<void> {
+  async #copyAll(run: SyncRun, shardCount: number, maxBytesPerSec: number): Promise<void> {
+    const s = run.session;
     const inSession = (volumeId: number, objectIndex: number): number | undefined => {
       const placementId = s.placementOf.get(volumeId);
       if (placementId === undefined) return undefined;
       const shard = shardOf(placementId, objectIndex, shardCount);
-      return s.shards.has(shard) ? shard : undefined;
+      return run.shards.has(shard) ? shard : undefined;
     };
     // The target's versions, read once the session forwards (or pushes) every new write.
     const remote = new Map<string, { key: ObjectKey; version: number }>();
@@ -196,13 +232,13 @@ export class ShardSync {
     const started = Date.now();
     const throttle = async (): Promise<void> => {
       if (maxBytesPerSec <= 0) return;
-      const due = started + (s.result.bytesPushed / maxBytesPerSec) * 1000;
+      const due = started + (run.result.bytesPushed / maxBytesPerSec) * 1000;
       const wait = due - Date.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     };
     let after: ObjectKey | undefined;
     for (;;) {
-      if (!s.live) return;
+      if (!run.live) return;
       const page = this.#host.store.listObjects(after === undefined ? { limit: LIST_PAGE } : { after, limit: LIST_PAGE });
       for (const e of page) {
         const shard = inSession(e.key.volumeId, e.key.objectIndex);
@@ -210,11 +246,11 @@ export class ShardSync {
         const id = objectId(e.key);
         const release = await this.#host.lockObject(e.key);
         try {
-          if (!s.live) return;
-          s.result.objectsCompared++;
+          if (!run.live) return;
+          run.result.objectsCompared++;
           if (!s.verified.has(id)) {
             const theirs = remote.get(id)?.version ?? 0;
-            if (theirs !== this.#host.store.objectVersion(e.key)) await this.#push(s, e.key, s.placementOf.get(e.key.volumeId)!, shard);
+            if (theirs !== this.#host.store.objectVersion(e.key)) await this.#push(run, e.key, s.placementOf.get(e.key.volumeId)!, shard);
             else s.verified.add(id);
           }
           remote.delete(id);
@@ -230,12 +266,12 @@ export class ShardSync {
     for (const { key, version } of remote.values()) {
       const release = await this.#host.lockObject(key);
       try {
-        if (!s.live) return;
+        if (!run.live) return;
         if (s.verified.has(objectId(key)) || this.#host.store.objectVersion(key) !== 0) continue;
         const placementId = s.placementOf.get(key.volumeId)!;
         await this.#send(s, key, placementId, shardOf(placementId, key.objectIndex, shardCount), Op.REPLICA_TRIM, RequestFlag.SYNC, 0, BLOCKS_PER_OBJECT, version, []);
         s.verified.add(objectId(key));
-        s.result.objectsReleased++;
+        run.result.objectsReleased++;
       } finally {
         release();
       }
@@ -243,7 +279,8 @@ export class ShardSync {
   }
 
   /** The object as this disk has it, whole, to the target. Caller holds the object's lock. */
-  async #push(s: SyncSession, key: ObjectKey, placementId: number, shard: number): Promise<void> {
+  async #push(run: SyncRun, key: ObjectKey, placementId: number, shard: number): Promise<void> {
+    const s = run.session;
     const store = this.#host.store;
     const version = store.objectVersion(key);
     const map = store.allocation(key, 0, BLOCKS_PER_OBJECT);
@@ -265,8 +302,8 @@ export class ShardSync {
       first = end;
     }
     s.verified.add(objectId(key));
-    s.result.objectsPushed++;
-    s.result.bytesPushed += bytes;
+    run.result.objectsPushed++;
+    run.result.bytesPushed += bytes;
     this.counters.objectsPushed++;
     this.counters.bytesPushed += bytes;
   }
