@@ -218,6 +218,37 @@ describe('storpool-docker with a real dockerd', { timeout: 180_000 }, () => {
     expect(bad.body['Err']).toMatch(/invalid volume name/);
   });
 
+  it('systemd socket activation: a second plugin process serves the socket it inherits as fd 3', async () => {
+    const socket = join(tmp!, 'activated.sock');
+    // What systemd does for storpool-docker.socket: bind, listen, exec with LISTEN_FDS/LISTEN_PID.
+    const py = [
+      'import os, socket, sys',
+      's = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(16)',
+      // The socket may already be fd 3 (then dup2 is a no-op): clear close-on-exec either way.
+      'if s.fileno() != 3: os.dup2(s.fileno(), 3)',
+      'os.set_inheritable(3, True)',
+      "os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())",
+      'os.execv(sys.argv[2], sys.argv[2:])',
+    ].join('\n');
+    const child = spawn('python3', ['-c', py, socket, process.execPath, PLUGIN_BIN, '--socket', join(tmp!, 'not-this.sock'), '--root', join(tmp!, 'mnt2')], {
+      env: { ...process.env, STORPOOL_CONF: cluster!.confPath, SP_OURID: '1' }, stdio: 'ignore',
+    });
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    try {
+      const saved = pluginSocket;
+      pluginSocket = socket;
+      try {
+        await until('the activated plugin', async () => (await pluginCall('/Plugin.Activate', {}).catch(() => undefined))?.status === 200);
+        expect((await pluginCall('/VolumeDriver.Capabilities', {})).body).toEqual({ Capabilities: { Scope: 'global' } });
+      } finally {
+        pluginSocket = saved;
+      }
+      expect(existsSync(join(tmp!, 'not-this.sock'))).toBe(false);
+    } finally {
+      await stopChild(child, exited, 10_000);
+    }
+  });
+
   it('docker volume create -d storpool -o size=1G, ls, inspect', async () => {
     await dockerOk('volume', 'create', '-d', 'storpool', '-o', 'size=1G', 'v1');
     const ls = await dockerOk('volume', 'ls', '--format', '{{.Driver}} {{.Name}}');
