@@ -64,6 +64,26 @@ async function py<T = Record<string, unknown>>(script: string, env: Record<strin
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as T;
 }
 
+interface CliResult { argv: string[]; rc: number; stdout: string; stderr: string }
+
+/**
+ * Several commands of the `openstack` or `cinder` CLI through the CLI's own entry point in one
+ * Python process (a new process per command costs seconds of start-up each on a busy machine).
+ */
+async function cliBatch(cli: 'openstack' | 'cinder', commands: string[][], env: Record<string, string>): Promise<CliResult[]> {
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile('/usr/bin/python3', [PY('cli_batch.py'), cli], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: c.dir, LANG: 'C.UTF-8', ...env }, timeout: 240_000, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : 1, stdout, stderr });
+    });
+    child.stdin!.end(JSON.stringify(commands));
+  });
+  if (r.code !== 0) throw new Error(`cli_batch.py ${cli} failed: ${r.stderr}`);
+  const results = JSON.parse(r.stdout.trim().split('\n').pop()!) as CliResult[];
+  for (const x of results) expect(x.rc, `${cli} ${x.argv.join(' ')}: ${x.stderr}${x.stdout}`).toBe(0);
+  expect(results).toHaveLength(commands.length);
+  return results;
+}
+
 const ksEnv = (): Record<string, string> => ({ KS_URL: keystone!.url, OS_USER: 'demo', OS_PW: 'demo-pw', OS_PROJECT: 'demo' });
 
 beforeAll(async () => {
@@ -214,41 +234,47 @@ describe('OpenStack clients', { timeout: 240_000 }, () => {
 
   it('the cinder CLI (noauth): create, list, show, extend, delete; the volume is a storpool volume', async () => {
     const base = ['--os-auth-type', 'noauth', '--os-user-id', 'u1', '--os-project-id', 'p-cli', '--os-endpoint', `${noauthUrl}/v3`];
-    const cinder = async (...args: string[]): Promise<string> => {
-      const r = await run('/usr/bin/cinder', [...base, ...args]);
-      if (r.code !== 0) throw new Error(`cinder ${args.join(' ')} failed: ${r.stderr}${r.stdout}`);
-      return r.stdout;
-    };
-    const created = await cinder('create', '--name', 'cli-vol', '1');
-    const id = /\|\s+id\s+\|\s+([0-9a-f-]{36})\s+\|/.exec(created)![1]!;
-    expect(await cinder('list')).toContain('cli-vol');
-    await cinder('extend', id, '3');
-    expect(await cinder('show', 'cli-vol')).toMatch(/\|\s+size\s+\|\s+3\s+\|/);
+    const version = await run('/usr/bin/cinder', ['--version']);
+    expect(version.stdout + version.stderr).toMatch(/\d+\.\d+/);
+    const [created] = await cliBatch('cinder', [[...base, 'create', '--name', 'cli-vol', '1']], {});
+    const id = /\|\s+id\s+\|\s+([0-9a-f-]{36})\s+\|/.exec(created!.stdout)![1]!;
+    const r = await cliBatch('cinder', [[...base, 'list'], [...base, 'extend', id, '3'], [...base, 'show', 'cli-vol']], {});
+    expect(r[0]!.stdout).toContain('cli-vol');
+    expect(r[2]!.stdout).toMatch(/\|\s+size\s+\|\s+3\s+\|/);
     const [sp] = await c.ok<{ size: number }[]>('GET', `Volume/os--volume-${id}`);
     expect(sp!.size).toBe(3 * GiB);
-    await cinder('delete', id);
+    await cliBatch('cinder', [[...base, 'delete', id]], {});
     expect((await c.call('GET', `Volume/os--volume-${id}`)).body.error!.name).toBe('objectDoesNotExist');
   }, 300_000);
 
   it('openstack volume create/list/show/set --size/delete and volume snapshot create/list/show/delete (Keystone)', async () => {
     const env = { OS_AUTH_URL: `${keystone!.url}/v3`, OS_USERNAME: 'demo', OS_PASSWORD: 'demo-pw', OS_PROJECT_NAME: 'demo', OS_USER_DOMAIN_NAME: 'Default', OS_PROJECT_DOMAIN_NAME: 'Default', OS_REGION_NAME: 'RegionOne', OS_IDENTITY_API_VERSION: '3' };
-    const os = async (...args: string[]): Promise<unknown> => {
-      const r = await run('/usr/bin/openstack', args, env);
-      if (r.code !== 0) throw new Error(`openstack ${args.join(' ')} failed: ${r.stderr}${r.stdout}`);
-      return r.stdout.trim() === '' ? undefined : JSON.parse(r.stdout);
-    };
-    const v = (await os('volume', 'create', '--size', '1', '--description', 'from osc', 'osc-vol', '-f', 'json')) as { id: string; size: number; status: string };
+    // /usr/bin/openstack once; the commands through its entry point in one process (cliBatch).
+    const version = await run('/usr/bin/openstack', ['--version'], env);
+    expect(version.stdout + version.stderr).toMatch(/openstack \d+\./);
+    const commands = [
+      ['volume', 'create', '--size', '1', '--description', 'from osc', 'osc-vol', '-f', 'json'],
+      ['volume', 'list', '-f', 'json'],
+      ['volume', 'set', '--size', '2', 'osc-vol'],
+      ['volume', 'show', 'osc-vol', '-f', 'json'],
+      ['volume', 'snapshot', 'create', '--volume', 'osc-vol', 'osc-snap', '-f', 'json'],
+      ['volume', 'snapshot', 'list', '-f', 'json'],
+      ['volume', 'snapshot', 'show', 'osc-snap', '-f', 'json'],
+      ['volume', 'snapshot', 'delete', 'osc-snap'],
+      ['volume', 'delete', 'osc-vol'],
+      ['volume', 'list', '-f', 'json'],
+    ];
+    const results = await cliBatch('openstack', commands, env);
+    const json = (i: number): unknown => JSON.parse(results[i]!.stdout);
+    const v = json(0) as { id: string; size: number; status: string };
     expect(v).toMatchObject({ size: 1, status: 'available' });
-    expect(((await os('volume', 'list', '-f', 'json')) as { Name: string }[]).map((x) => x.Name)).toContain('osc-vol');
-    await os('volume', 'set', '--size', '2', 'osc-vol');
-    expect(await os('volume', 'show', 'osc-vol', '-f', 'json')).toMatchObject({ id: v.id, size: 2, description: 'from osc' });
-    const s = (await os('volume', 'snapshot', 'create', '--volume', 'osc-vol', 'osc-snap', '-f', 'json')) as { id: string; status: string; size: number };
+    expect((json(1) as { Name: string }[]).map((x) => x.Name)).toContain('osc-vol');
+    expect(json(3)).toMatchObject({ id: v.id, size: 2, description: 'from osc' });
+    const s = json(4) as { id: string; status: string; size: number };
     expect(s).toMatchObject({ status: 'available', size: 2 });
-    expect(((await os('volume', 'snapshot', 'list', '-f', 'json')) as { Name: string }[]).map((x) => x.Name)).toContain('osc-snap');
-    await os('volume', 'snapshot', 'delete', 'osc-snap');
-    await os('volume', 'delete', 'osc-vol');
-    // Each openstack command is a new Python process (several seconds on a busy machine): the
-    // final state is read from storpool instead of one more command.
+    expect((json(5) as { Name: string }[]).map((x) => x.Name)).toContain('osc-snap');
+    expect(json(6)).toMatchObject({ id: s.id, size: 2 });
+    expect((json(9) as { Name: string }[]).map((x) => x.Name)).not.toContain('osc-vol');
     expect((await c.call('GET', `Volume/os--volume-${v.id}`)).body.error!.name).toBe('objectDoesNotExist');
     expect((await c.call('GET', `Snapshot/os--snap--none--snapshot-${s.id}`)).body.error!.name).toBe('objectDoesNotExist');
   }, 300_000);
