@@ -189,7 +189,13 @@ export class CinderShim {
 
   async #route(req: IncomingMessage, url: URL, base: string, version: V.Microversion): Promise<Reply> {
     const method = req.method ?? 'GET';
-    const segs = url.pathname.split('/').filter((s) => s !== '').map((s) => decodeURIComponent(s));
+    const segs = url.pathname.split('/').filter((s) => s !== '').map((s) => {
+      try {
+        return decodeURIComponent(s);
+      } catch {
+        throw badRequest(`Malformed request url: ${s.slice(0, 100)}`);
+      }
+    });
     if (segs.length === 0) {
       if (method !== 'GET') throw new CinderError(405, 'Method not allowed');
       return { status: 300, body: { versions: [V.versionDoc(base)] } };

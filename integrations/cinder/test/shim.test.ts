@@ -144,6 +144,8 @@ describe('REST surface', () => {
     expect(Object.keys((await r.json()) as object)).toEqual(['badRequest']);
     r = await fetch(`${noauthUrl}/v3/p1/attachments`);
     expect(r.status).toBe(404); // the attachments API needs 3.27
+    r = await fetch(`${noauthUrl}/v3/p1/volumes/%E0%A4%A`);
+    expect(r.status).toBe(400);
   });
 
   it('Keystone: no token or an unknown token is 401 with WWW-Authenticate; a token of another project is refused', async () => {
