@@ -137,10 +137,18 @@ beforeAll(async () => {
   node2Ds = join(tmp, 'hosts', 'node2', 'datastores', '0');
   await mkdir(sysDs, { recursive: true });
   await mkdir(node2Ds, { recursive: true });
-  cluster = await startLocalCluster({
-    dataDir: join(tmp, 'data'), port: 0, disks: 3, diskSizeBytes: 1024 * MiB, ourId: 1, serverLogLevel: 'warn',
-    block: { nbd: `127.0.0.1:${await freePort()}`, devRoot, runtimeDir: join(tmp, 'run'), attachMethod: 'nbdfuse', logLevel: 'warn' },
-  });
+  // On a machine shared by many test runs a storage server can miss the launcher's start
+  // deadline; a second attempt (fresh data directory) rides that out.
+  for (let attempt = 1; cluster === undefined; attempt++) {
+    try {
+      cluster = await startLocalCluster({
+        dataDir: join(tmp, `data-${attempt}`), port: 0, disks: 3, diskSizeBytes: 1024 * MiB, shardCount: 64, ourId: 1, serverLogLevel: 'warn',
+        block: { nbd: `127.0.0.1:${await freePort()}`, devRoot, runtimeDir: join(tmp, 'run'), attachMethod: 'nbdfuse', logLevel: 'warn' },
+      });
+    } catch (err) {
+      if (attempt >= 2) throw err;
+    }
+  }
   // Host node2 is client 2 (its own section, as in StorPool's storpool.conf).
   await appendFile(cluster.confPath, '\n[node2]\nSP_OURID=2\n');
   api = new StorpoolApi({ config: { path: cluster.confPath } });

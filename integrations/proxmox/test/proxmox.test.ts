@@ -53,10 +53,18 @@ beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'storpool-pve-'));
   devRoot = join(tmp, 'dev');
   runtimeDir = join(tmp, 'run');
-  cluster = await startLocalCluster({
-    dataDir: join(tmp, 'data'), port: 0, disks: 3, diskSizeBytes: 1024 * MiB, ourId: 1, serverLogLevel: 'warn',
-    block: { nbd: `127.0.0.1:${await freePort()}`, devRoot, runtimeDir, attachMethod: 'nbdfuse', logLevel: 'warn' },
-  });
+  // On a machine shared by many test runs a storage server can miss the launcher's start
+  // deadline; a second attempt (fresh data directory) rides that out.
+  for (let attempt = 1; cluster === undefined; attempt++) {
+    try {
+      cluster = await startLocalCluster({
+        dataDir: join(tmp, `data-${attempt}`), port: 0, disks: 3, diskSizeBytes: 1024 * MiB, shardCount: 64, ourId: 1, serverLogLevel: 'warn',
+        block: { nbd: `127.0.0.1:${await freePort()}`, devRoot, runtimeDir, attachMethod: 'nbdfuse', logLevel: 'warn' },
+      });
+    } catch (err) {
+      if (attempt >= 2) throw err;
+    }
+  }
 }, 180_000);
 
 afterAll(async () => {
