@@ -956,7 +956,7 @@ function computeChanges(reader: IndexReader, ops: IndexOp[]): IndexChanges {
     let obj = objects.get(ch.id);
     if (obj === undefined) {
       const current = reader.object(objKey, ch.id);
-      obj = { keyBytes: objKey, value: current === undefined ? { ...EMPTY_OBJECT } : { ...current } };
+      obj = { keyBytes: objKey, value: current === undefined ? { version: EMPTY_OBJECT.version, allocatedBlocks: EMPTY_OBJECT.allocatedBlocks } : { version: current.version, allocatedBlocks: current.allocatedBlocks } };
       objects.set(ch.id, obj);
     }
     applyOp(op, obj.value, existingPointers(reader, op, ch), ch);

@@ -79,8 +79,12 @@ export function encodeBlockValue(physical: number, crc: number): Buffer {
 
 export function decodeBlockValue(buf: Uint8Array): BlockValue {
   assert.equal(buf.length, BLOCK_VALUE_BYTES, 'block index value size');
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
-  return { physical: b.readUInt32LE(0), crc: b.readUInt32LE(4) };
+  // Byte reads, not a Buffer view: `.buffer` of a small (on-heap) typed array is a slow path.
+  return { physical: u32le(buf, 0), crc: u32le(buf, 4) };
+}
+
+function u32le(b: Uint8Array, at: number): number {
+  return ((b[at] as number) | ((b[at + 1] as number) << 8) | ((b[at + 2] as number) << 16)) + (b[at + 3] as number) * 0x100_0000;
 }
 
 export interface ObjectValue {
@@ -100,9 +104,8 @@ export function encodeObjectValue(v: ObjectValue): Buffer {
 
 export function decodeObjectValue(buf: Uint8Array): ObjectValue {
   assert.equal(buf.length, OBJECT_VALUE_BYTES, 'object index value size');
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.length);
-  const version = b.readUInt32LE(4) * TWO_32 + b.readUInt32LE(0);
-  const allocatedBlocks = b.readUInt32LE(8);
+  const version = u32le(buf, 4) * TWO_32 + u32le(buf, 0);
+  const allocatedBlocks = u32le(buf, 8);
   assert(allocatedBlocks <= BLOCKS_PER_OBJECT);
   return { version, allocatedBlocks };
 }
