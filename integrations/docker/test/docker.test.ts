@@ -135,11 +135,18 @@ beforeAll(async () => {
   }
   tmp = await mkdtemp(join(tmpdir(), 'storpool-docker-'));
   const devRoot = join(tmp, 'dev');
-  const nbdPort = await freePort();
-  cluster = await startLocalCluster({
-    dataDir: join(tmp, 'data'), port: 0, disks: 3, diskSizeBytes: 2 * GiB, ourId: 1, serverLogLevel: 'warn',
-    block: { nbd: `127.0.0.1:${nbdPort}`, runtimeDir: join(tmp, 'run'), devRoot, attachMethod: 'nbdfuse' },
-  });
+  // On a machine shared by many test runs a storage server can miss the launcher's start
+  // deadline; a second attempt (fresh data directory and port) rides that out.
+  for (let attempt = 1; cluster === undefined; attempt++) {
+    try {
+      cluster = await startLocalCluster({
+        dataDir: join(tmp, `data-${attempt}`), port: 0, disks: 3, diskSizeBytes: 2 * GiB, ourId: 1, serverLogLevel: 'warn',
+        block: { nbd: `127.0.0.1:${await freePort()}`, runtimeDir: join(tmp, 'run'), devRoot, attachMethod: 'nbdfuse' },
+      });
+    } catch (err) {
+      if (attempt >= 2) throw err;
+    }
+  }
   api = new StorpoolApi({ config: { path: cluster.confPath } });
 
   pluginSocket = join(tmp, 'plugin', 'storpool.sock');
@@ -179,7 +186,7 @@ beforeAll(async () => {
   dockerdExited = new Promise((r) => dd.once('exit', () => r()));
   await until('dockerd', async () => (await docker('version')).code === 0, 60_000);
   await makeImage(tmp);
-}, 240_000);
+}, 360_000);
 
 afterAll(async () => {
   if (dockerd !== undefined && dockerd.exitCode === null) {

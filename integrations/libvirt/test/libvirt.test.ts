@@ -105,12 +105,20 @@ beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'storpool-libvirt-'));
   // The session libvirtd's user must reach its directories, the pool's and the guest's files.
   await chmod(tmp, 0o755);
-  nbdPort = await freePort();
   runtimeDir = join(tmp, 'run');
-  cluster = await startLocalCluster({
-    dataDir: join(tmp, 'data'), port: 0, disks: 3, diskSizeBytes: 1024 * MiB, ourId: 1, serverLogLevel: 'warn',
-    block: { nbd: `127.0.0.1:${nbdPort}`, runtimeDir, devRoot: join(tmp, 'dev'), attachMethod: 'none' },
-  });
+  // On a machine shared by many test runs a storage server can miss the launcher's start
+  // deadline; a second attempt (fresh data directory and port) rides that out.
+  for (let attempt = 1; cluster === undefined; attempt++) {
+    nbdPort = await freePort();
+    try {
+      cluster = await startLocalCluster({
+        dataDir: join(tmp, `data-${attempt}`), port: 0, disks: 3, diskSizeBytes: 1024 * MiB, ourId: 1, serverLogLevel: 'warn',
+        block: { nbd: `127.0.0.1:${nbdPort}`, runtimeDir, devRoot: join(tmp, 'dev'), attachMethod: 'none' },
+      });
+    } catch (err) {
+      if (attempt >= 2) throw err;
+    }
+  }
   api = new StorpoolApi({ config: { path: cluster.confPath } });
   await api.volumeCreate({ name: 'lv1', size: 64 * MiB, template: 'default' });
   await api.volumesReassignWait({ reassign: [{ volume: 'lv1', rw: [1] }], attachTimeout: 30 });
@@ -118,7 +126,7 @@ beforeAll(async () => {
   pattern = randomBytes(MiB);
   await writeFile(join(tmp, 'pattern.bin'), pattern);
   await ok('nbdcopy', [join(tmp, 'pattern.bin'), `nbd://127.0.0.1:${nbdPort}/lv1`]);
-}, 180_000);
+}, 360_000);
 
 afterAll(async () => {
   if (libvirtd !== undefined && sessionUri !== undefined && libvirtd.exitCode === null) {
