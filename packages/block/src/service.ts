@@ -121,9 +121,11 @@ export async function startBlockService(o: BlockServiceOptions): Promise<BlockSe
   let lastOpenCheck = 0;
   let stopping = false;
 
-  const makeVolume = (v: AttachmentView, readOnly: boolean) => client.volume({
-    volumeId: v.dataId, placementId: v.placementId, parents: v.parents, sizeBytes: v.size, group: v.group, readOnly,
-  });
+  const makeVolume = async (v: AttachmentView, readOnly: boolean): Promise<ReturnType<StorpoolClient['volume']>> => {
+    // A volume of a new shard group (a replication or placement no volume used before): the map we hold predates it.
+    if (client.router.group(v.group) === undefined) await client.refreshMap();
+    return client.volume({ volumeId: v.dataId, placementId: v.placementId, parents: v.parents, sizeBytes: v.size, group: v.group, readOnly });
+  };
 
   async function link(target: string, path: string): Promise<void> {
     const tmp = `${path}.tmp-${process.pid}`;
@@ -142,7 +144,7 @@ export async function startBlockService(o: BlockServiceOptions): Promise<BlockSe
 
   async function add(v: AttachmentView): Promise<void> {
     const readOnly = v.snapshot || v.rights === 'ro';
-    const volume = new SwitchableVolume(makeVolume(v, readOnly), v.name, readOnly);
+    const volume = new SwitchableVolume(await makeVolume(v, readOnly), v.name, readOnly);
     const socketPath = join(socketDir, `${v.name}.sock`);
     const unix = new NbdServer({ log: log.child({ component: 'nbd', export: v.name }), exports: [volume.export(v.name, v.size, readOnly)], defaultExportName: v.name });
     const a: Attached = { view: v, readOnly, volume, tcpExport: undefined, unix, socketPath, device: undefined, links: [] };
@@ -181,7 +183,7 @@ export async function startBlockService(o: BlockServiceOptions): Promise<BlockSe
   async function update(a: Attached, v: AttachmentView): Promise<void> {
     const old = a.view;
     if (identityOf(old) !== identityOf(v) || old.size !== v.size) {
-      await a.volume.switchTo(makeVolume(v, a.readOnly), v.name, a.readOnly);
+      await a.volume.switchTo(await makeVolume(v, a.readOnly), v.name, a.readOnly);
       log.info({ name: v.name, dataId: v.dataId, previous: old.dataId, size: v.size }, 'switched to the new data identity');
     }
     if (old.name !== v.name || old.size !== v.size) {
