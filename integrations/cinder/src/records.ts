@@ -56,6 +56,8 @@ export interface AttachmentRecord {
 }
 
 export interface Records {
+  /** Bucket version the records were read at (writes that change records check it). */
+  version: number;
   volumes: Map<string, VolumeRecord>;
   snapshots: Map<string, SnapshotRecord>;
   attachments: Map<string, AttachmentRecord>;
@@ -65,6 +67,12 @@ const KINDS = { volume: 'volumes', snapshot: 'snapshots', attachment: 'attachmen
 type Kind = keyof typeof KINDS;
 
 export type Change = { kind: Kind; id: string; record: VolumeRecord | SnapshotRecord | AttachmentRecord | undefined };
+
+/** Another writer (another shim) changed the bucket between read and write: run again. */
+export class RecordConflict extends Error {}
+
+/** Attempts of a read-check-write before giving up under contention. */
+const CONFLICT_RETRIES_MAX = 8;
 
 export class RecordStore {
   readonly #api: StorpoolApi;
@@ -86,8 +94,8 @@ export class RecordStore {
   }
 
   async load(): Promise<Records> {
-    const out: Records = { volumes: new Map(), snapshots: new Map(), attachments: new Map() };
     const bucket = await this.#api.kvList(this.bucket);
+    const out: Records = { version: bucket.version, volumes: new Map(), snapshots: new Map(), attachments: new Map() };
     for (const [key, value] of Object.entries(bucket.pairs ?? {})) {
       const colon = key.indexOf(':');
       const kind = key.slice(0, colon) as Kind;
@@ -97,17 +105,38 @@ export class RecordStore {
     return out;
   }
 
-  async write(changes: Change[]): Promise<void> {
+  /**
+   * `ifVersion`: only if nobody wrote since the records were read (else RecordConflict); records
+   * under new keys (creations) need no check.
+   */
+  async write(changes: Change[], ifVersion?: number): Promise<void> {
     if (changes.length === 0) return;
     const set: Record<string, string> = {};
     // An empty value deletes the key (API.md §1.7 rule 9).
     for (const c of changes) set[`${c.kind}:${c.id}`] = c.record === undefined ? '' : JSON.stringify(c.record);
-    await this.#api.kvSet(this.bucket, { set });
+    try {
+      await this.#api.kvSet(this.bucket, ifVersion === undefined ? { set } : { set, runIfVersionIs: ifVersion });
+    } catch (err) {
+      if (err instanceof StorpoolApiError && err.name === 'runIfVersionIsMismatch') throw new RecordConflict(err.descr);
+      throw err;
+    }
   }
 
-  /** Runs `fn` after every mutation started before it. */
+  /**
+   * Runs `fn` after every mutation of this process started before it, and again (from its read)
+   * when another process's write got in between; `fn`'s storpool calls must be idempotent.
+   */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#tail.then(() => fn(), () => fn());
+    const attempt = async (): Promise<T> => {
+      for (let i = 1; ; i++) {
+        try {
+          return await fn();
+        } catch (err) {
+          if (!(err instanceof RecordConflict) || i >= CONFLICT_RETRIES_MAX) throw err;
+        }
+      }
+    };
+    const run = this.#tail.then(attempt, attempt);
     this.#tail = run.catch(() => undefined);
     return run;
   }

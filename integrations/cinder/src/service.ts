@@ -187,7 +187,7 @@ export class CinderService {
       const r = structuredClone(await this.getVolume(ctx, id, recs));
       const more = (await fn(r, recs)) ?? [];
       r.updatedAt = now();
-      await sp(this.store.write([{ kind: 'volume', id, record: r }, ...more]));
+      await sp(this.store.write([{ kind: 'volume', id, record: r }, ...more], recs.version));
       return r;
     });
   }
@@ -213,7 +213,7 @@ export class CinderService {
       }
       await this.#dropStorpool('volume', this.volumeName(id));
       changes.push({ kind: 'volume', id, record: undefined });
-      await sp(this.store.write(changes));
+      await sp(this.store.write(changes, recs.version));
     });
   }
 
@@ -477,10 +477,11 @@ export class CinderService {
 
   async changeSnapshot(ctx: RequestContext, id: string, fn: (s: SnapshotRecord) => void): Promise<SnapshotRecord> {
     return this.store.exclusive(async () => {
-      const s = structuredClone(await this.getSnapshot(ctx, id));
+      const recs = await sp(this.store.load());
+      const s = structuredClone(await this.getSnapshot(ctx, id, recs));
       fn(s);
       s.updatedAt = now();
-      await sp(this.store.write([{ kind: 'snapshot', id, record: s }]));
+      await sp(this.store.write([{ kind: 'snapshot', id, record: s }], recs.version));
       return s;
     });
   }

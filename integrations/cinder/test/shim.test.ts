@@ -30,6 +30,7 @@ let c: TestCluster;
 let keystone: KeystonePeer | undefined;
 const procs: Proc[] = [];
 let noauthUrl: string;
+let noauthUrl2: string;
 let ksShimUrl: string;
 
 async function startShim(args: string[]): Promise<string> {
@@ -100,6 +101,7 @@ beforeAll(async () => {
     { portalGroupAddNetwork: { portalGroup: 'cinder-pg', net: '127.0.0.0/8' } }, { createPortal: { portalGroup: 'cinder-pg', controller: 1, ip: '127.0.0.1', port: 3260 } },
   ] });
   noauthUrl = await startShim(['--listen', `127.0.0.1:${p1}`, '--storpool-conf', conf, '--iscsi-export-to', 'iscsi-host', '--iscsi-portal-group', 'cinder-pg', '--iscsi-chap']);
+  noauthUrl2 = await startShim(['--listen', `127.0.0.1:${await freePort()}`, '--storpool-conf', conf]);
   ksShimUrl = await startShim([
     '--listen', `127.0.0.1:${p2}`, '--storpool-conf', conf, '--auth', 'keystone', '--keystone-url', `http://127.0.0.1:${pk}/v3`,
     '--keystone-user', 'cinder', '--keystone-password', 'cinder-pw', '--keystone-project', 'service',
@@ -164,6 +166,18 @@ describe('REST surface', () => {
     r = await fetch(`${ksShimUrl}/v3/some-other-project/volumes`, { headers: { 'X-Auth-Token': token } });
     expect(r.status).toBe(400);
     expect(keystone!.seen).toContain('GET /v3/auth/tokens');
+  });
+});
+
+describe('two shims in front of one cluster', () => {
+  it('concurrent changes of one volume through both are all kept (compare-and-swap on the record bucket)', async () => {
+    const r = await fetch(`${noauthUrl}/v3/p-two/volumes`, { method: 'POST', body: JSON.stringify({ volume: { size: 1, name: 'shared' } }) });
+    const id = ((await r.json()) as { volume: { id: string } }).volume.id;
+    const keys = Array.from({ length: 12 }, (_, i) => `k${i}`);
+    const answers = await Promise.all(keys.map((k, i) => fetch(`${i % 2 === 0 ? noauthUrl : noauthUrl2}/v3/p-two/volumes/${id}/metadata`, { method: 'POST', body: JSON.stringify({ metadata: { [k]: 'v' } }) })));
+    expect(answers.map((a) => a.status)).toEqual(keys.map(() => 200));
+    const md = ((await (await fetch(`${noauthUrl2}/v3/p-two/volumes/${id}/metadata`)).json()) as { metadata: Record<string, string> }).metadata;
+    expect(Object.keys(md).sort()).toEqual([...keys].sort());
   });
 });
 
