@@ -5,7 +5,7 @@
  */
 import { StorpoolApiError, StorpoolConfigError, type StorpoolApi } from '@storpool/api-client';
 import type * as T from '@storpool/api-client';
-import { all, objectOf, one, type Action, type Format, type KeywordSpec, type NounSpec, type ParsedWords } from './grammar.js';
+import { all, objectOf, one, type Action, type Format, type KeywordSpec, type ListSpec, type NounSpec, type ParsedWords } from './grammar.js';
 import { keyValues, mapRows, table, timestamp, type Column } from './render.js';
 import {
   UsageError, parseChoice, parseDiskIds, parseDuration, parseIntIn, parseLimit, parseSize, parseTags, parseYesNo,
@@ -724,7 +724,102 @@ const balancer: NounSpec = {
   examples: ['storpool balancer status', 'storpool balancer start'],
 };
 
+// ---- iSCSI (API.md §4.9) -------------------------------------------------------------------------
+
+/**
+ * `storpool iscsi config ...`: StorPool's iSCSI configuration words on this grammar's
+ * noun/object/keywords/verb shape; each line is one `iSCSIConfig` command.
+ */
+function iscsiCommand(p: ParsedWords): T.IscsiCommand {
+  if (objectOf(p) !== 'config') throw new UsageError(`storpool iscsi ${objectOf(p)}: expected 'storpool iscsi config ...' or 'storpool iscsi list'`);
+  const pg = one(p, 'portalGroup');
+  const initiator = one(p, 'initiator');
+  const volumeName = one(p, 'volume');
+  const need = (v: string | undefined, what: string): string => {
+    if (v === undefined) throw new UsageError(`storpool iscsi config ${p.verb}: missing ${what}`);
+    return v;
+  };
+  switch (p.verb) {
+    case 'setBaseName': return { setBaseName: { name: need(p.arg, 'IQN') } };
+    case 'create':
+    case 'delete': {
+      const create = p.verb === 'create';
+      if (p.flags.has('portal')) {
+        const ip = need(one(p, 'address'), 'address IP');
+        const port = maybe(p, 'port', (t, k) => parseIntIn(t, k, 1, 65535));
+        if (!create) return { deletePortal: { ip, ...(port !== undefined ? { port } : {}) } } as T.IscsiCommand;
+        const controller = parseIntIn(need(one(p, 'controller'), 'controller ID'), 'controller', 1, 4095);
+        return { createPortal: { portalGroup: need(pg, 'portalGroup NAME'), controller, ip, ...(port !== undefined ? { port } : {}) } } as T.IscsiCommand;
+      }
+      if (p.flags.has('target')) {
+        const v = need(p.arg ?? volumeName, 'VOLUME');
+        return create ? { createTarget: { volumeName: v } } : { deleteTarget: { volumeName: v } };
+      }
+      if (initiator !== undefined) {
+        if (!create) return { deleteInitiator: { name: initiator } };
+        return { createInitiator: { name: initiator, username: one(p, 'username') ?? '', secret: one(p, 'secret') ?? '' } };
+      }
+      if (pg !== undefined) return create ? { createPortalGroup: { name: pg } } : { deletePortalGroup: { name: pg } };
+      throw new UsageError(`storpool iscsi config ${p.verb}: say what: portalGroup NAME, portal ..., target VOLUME or initiator IQN`);
+    }
+    case 'addNet': {
+      const net = need(p.arg, 'a.b.c.d/n');
+      if (initiator !== undefined) return { initiatorAddNetwork: { initiator, net } };
+      return { portalGroupAddNetwork: { portalGroup: need(pg, 'portalGroup NAME or initiator IQN'), net } };
+    }
+    case 'export':
+    case 'exportDelete': {
+      const body = { initiator: need(initiator, 'initiator IQN'), portalGroup: need(pg, 'portalGroup NAME'), volumeName: need(p.arg ?? volumeName, 'volume VOLUME') };
+      return p.verb === 'export' ? { export: body } : { exportDelete: body };
+    }
+    default:
+      throw new UsageError(`storpool iscsi config: unknown verb ${p.verb}`);
+  }
+}
+
+const ISCSI_KEYWORDS = ['portalGroup', 'initiator', 'volume', 'portal', 'target', 'address', 'port', 'controller', 'username', 'secret'];
+const iscsiChange = (p: ParsedWords): Action => { const c = iscsiCommand(p); return change((api) => api.iSCSIConfigChange({ commands: [c] })); };
+const iscsiList: ListSpec = { summary: 'the iSCSI configuration (iSCSIConfig)', build: () => show((api) => api.iSCSIConfig(), (d, f) => keyValues(d, f)) };
+
+const iscsi: NounSpec = {
+  name: 'iscsi',
+  summary: 'iSCSI targets, portals, initiators and exports (iSCSIConfig)',
+  object: 'config',
+  lists: { list: iscsiList },
+  keywords: {
+    portalGroup: { kind: 'value', value: 'NAME', help: 'a portal group' },
+    initiator: { kind: 'value', value: 'IQN', help: 'an initiator' },
+    volume: { kind: 'value', value: 'VOLUME', help: 'the volume of a target' },
+    portal: { kind: 'flag', help: 'a portal (with address, port, controller)' },
+    target: { kind: 'flag', help: 'the target of a volume' },
+    address: { kind: 'value', value: 'IP', help: 'portal address' },
+    port: { kind: 'value', value: 'PORT', help: 'portal TCP port (default 3260)' },
+    controller: { kind: 'value', value: 'ID', help: 'iSCSI controller (storpool-iscsi --controller-id) serving the portal' },
+    username: { kind: 'value', value: 'USER', help: 'CHAP user of the initiator' },
+    secret: { kind: 'value', value: 'SECRET', help: 'CHAP secret of the initiator (none: no CHAP)' },
+  },
+  verbs: {
+    list: { summary: 'the iSCSI configuration (iSCSIConfig)', build: () => iscsiList.build() },
+    setBaseName: { summary: 'set the cluster IQN prefix', arg: 'required', argName: 'IQN', build: iscsiChange },
+    create: { summary: 'create a portal group, portal, target or initiator', arg: 'optional', argName: 'VOLUME', keywords: ISCSI_KEYWORDS, build: iscsiChange },
+    delete: { summary: 'delete a portal group, portal, target or initiator', arg: 'optional', argName: 'VOLUME', keywords: ISCSI_KEYWORDS, build: iscsiChange },
+    addNet: { summary: 'allow a network to a portal group or an initiator', arg: 'required', argName: 'CIDR', keywords: ['portalGroup', 'initiator'], build: iscsiChange },
+    export: { summary: 'export a volume to an initiator through a portal group', arg: 'optional', argName: 'VOLUME', keywords: ['portalGroup', 'initiator', 'volume'], build: iscsiChange },
+    exportDelete: { summary: 'remove an export', arg: 'optional', argName: 'VOLUME', keywords: ['portalGroup', 'initiator', 'volume'], build: iscsiChange },
+  },
+  examples: [
+    'storpool iscsi config setBaseName iqn.2026-11.com.example:cl1',
+    'storpool iscsi config portalGroup pg1 create',
+    'storpool iscsi config portalGroup pg1 addNet 10.0.0.0/24',
+    'storpool iscsi config portal create portalGroup pg1 address 10.0.0.1 port 3260 controller 1',
+    'storpool iscsi config target create vol1',
+    'storpool iscsi config initiator iqn.1998-01.com.vmware:esx1 create username esx1 secret 0123456789ab',
+    'storpool iscsi config initiator iqn.1998-01.com.vmware:esx1 export volume vol1 portalGroup pg1',
+    'storpool iscsi list',
+  ],
+};
+
 /** Every noun, by the word that selects it. */
 export const NOUNS: Readonly<Record<string, NounSpec>> = {
-  volume, snapshot, attach, detach, template, placementGroup, faultSet, disk, server, service, client, task, balancer,
+  volume, snapshot, attach, detach, template, placementGroup, faultSet, disk, server, service, client, task, balancer, iscsi,
 };

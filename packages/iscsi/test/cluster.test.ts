@@ -9,6 +9,8 @@ import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StorpoolApi } from '@storpool/api-client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { freePort } from '@storpool/testkit';
@@ -16,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ISCSI_BIN, ok, sh, spawnLogged, stop, waitPort, type Spawned } from './helpers.js';
 
 const MiB = 1024 * 1024;
+const CLI_BIN = fileURLToPath(new URL('../../cli/bin/storpool.js', import.meta.url));
 const BASE = 'iqn.2026-11.com.storpool:it';
 const OPEN_INIT = 'iqn.2026-11.test:open';
 const CHAP_INIT = 'iqn.2026-11.test:chap';
@@ -102,8 +105,8 @@ describe('storpool-iscsi with real initiators', () => {
     for (const port of ports) {
       const std = await ok('iscsi-inq', ['-i', OPEN_INIT, url(port, 'iv1')]);
       expect(std).toContain('Vendor:STORPOOL');
-      const vpd83 = await ok('iscsi-inq', ['-i', OPEN_INIT, '-e', '1', '-c', '0x83', url(port, 'iv1')]);
-      const vpd80 = await ok('iscsi-inq', ['-i', OPEN_INIT, '-e', '1', '-c', '0x80', url(port, 'iv1')]);
+      const vpd83 = await ok('iscsi-inq', ['-i', OPEN_INIT, '-e', '1', '-c', '131', url(port, 'iv1')]);
+      const vpd80 = await ok('iscsi-inq', ['-i', OPEN_INIT, '-e', '1', '-c', '128', url(port, 'iv1')]);
       expect(vpd83).toContain('NAA');
       ids.push(`${vpd83}#${vpd80}`);
     }
@@ -124,6 +127,22 @@ describe('storpool-iscsi with real initiators', () => {
     await ok('iscsi-inq', ['-i', CHAP_INIT, mutual]);
     const badMutual = `${url(ports[1]!, 'iv2', { user: 'chapuser', secret: 'chapsecret1234' })}?target_user=targetuser&target_password=notthesecret1`;
     expect((await sh('iscsi-inq', ['-i', CHAP_INIT, badMutual])).code).not.toBe(0);
+  });
+
+  it('the storpool CLI configures a new export; storpool-iscsi picks it up', async () => {
+    await api.request('POST', 'VolumeCreate', [], { name: 'iv4', size: 16 * MiB, template: 'default' });
+    const cli = (...words: string[]): Promise<string> => ok(process.execPath, [CLI_BIN, ...words], { STORPOOL_CONF: cluster!.confPath });
+    await cli('iscsi', 'config', 'target', 'create', 'iv4');
+    await cli('iscsi', 'config', 'initiator', OPEN_INIT, 'export', 'volume', 'iv4', 'portalGroup', 'pg1');
+    expect(await cli('-j', 'iscsi', 'list')).toContain(`${BASE}:iv4`);
+    let ls = '';
+    for (let i = 0; i < 100 && !ls.includes(':iv4'); i++) {
+      await sleep(100);
+      ls = (await sh('iscsi-ls', ['-i', OPEN_INIT, `iscsi://127.0.0.1:${ports[1]}`])).stdout;
+    }
+    expect(ls).toContain(`Target:${BASE}:iv4 Portal:127.0.0.1:${ports[0]},1`);
+    await cli('iscsi', 'config', 'initiator', OPEN_INIT, 'exportDelete', 'volume', 'iv4', 'portalGroup', 'pg1');
+    await cli('iscsi', 'config', 'target', 'delete', 'iv4');
   });
 
   it('qemu-img convert / compare / map on iscsi:// through either portal', async () => {

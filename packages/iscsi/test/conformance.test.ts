@@ -95,7 +95,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await memory?.close();
   for (const p of iscsi) await stop(p);
-  await stop(tgt);
+  await stop(tgt, 1_000); // tgtd ignores SIGTERM: SIGKILL after a second
   for (const f of [`/var/run/tgtd/socket.${tgtControl}`, `/var/run/tgtd/socket.${tgtControl}.lock`]) if (tgtControl !== 0 && existsSync(f)) await rm(f, { force: true });
   await cluster?.stop();
   if (tmp !== undefined && process.env['KEEP_TMP'] === undefined) await rm(tmp, { recursive: true, force: true });
