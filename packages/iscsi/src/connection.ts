@@ -577,6 +577,7 @@ export class IscsiConnection {
     const ref = p.bhs.readUInt32BE(20);
     const lunNumber = decodeLun(p.bhs.subarray(8, 16));
     let response = 0;
+    const resets: (Promise<void> | undefined)[] = [];
     const abortWhere = (pred: (t: Task) => boolean): void => {
       for (const t of [...this.#tasks.values()]) {
         if (pred(t)) {
@@ -600,11 +601,13 @@ export class IscsiConnection {
         if (this.#target?.luns.some((l) => l.lun === lunNumber) !== true) { response = 2; break; }
         abortWhere((t) => t.lunNumber === lunNumber);
         this.#releaseLegacy(() => true, lunNumber);
+        resets.push(this.#lun(lunNumber)?.reset());
         break;
       case 6: // TARGET WARM RESET
       case 7: // TARGET COLD RESET
         abortWhere(() => true);
         this.#releaseLegacy(() => true);
+        for (const l of this.#target?.luns ?? []) resets.push(this.#lun(l.lun)?.reset());
         break;
       case 8: // TASK REASSIGN: needs ErrorRecoveryLevel 2
         response = 4;
@@ -612,8 +615,11 @@ export class IscsiConnection {
       default:
         response = 5;
     }
-    this.#send(taskMgmtResponse({ itt, response, ...this.#sns(true) }));
-    if (fn === 7) this.drop('TARGET COLD RESET');
+    // The answer goes once the reset is recorded: commands after it see the unit attention.
+    Promise.all(resets).catch((err: unknown) => this.#env.log.warn({ err: (err as Error).message }, 'recording a reset failed')).finally(() => {
+      this.#send(taskMgmtResponse({ itt, response, ...this.#sns(true) }));
+      if (fn === 7) this.drop('TARGET COLD RESET');
+    });
   }
 
   #onText(p: Pdu): void {

@@ -25,6 +25,7 @@ const clone = (s: PrState): PrState => ({
   registrations: s.registrations.map((r) => ({ ...r })),
   reservation: s.reservation === undefined ? undefined : { ...s.reservation },
   legacy: s.legacy,
+  resets: s.resets,
   ua: s.ua === undefined ? undefined : Object.fromEntries(Object.entries(s.ua).map(([k, v]) => [k, [...v]])),
 });
 

@@ -106,7 +106,20 @@ const SUPPORTED: SupportedOp[] = [
 ];
 
 export class ScsiLun {
+  /** LU resets this session has been told about (undefined until its first command). */
+  #resetsSeen: number | undefined;
+
   constructor(readonly ctx: LunContext) {}
+
+  /** A LOGICAL UNIT RESET: every session of the LU, this one too, gets a unit attention (SAM-5 §6.3.3). */
+  async reset(): Promise<void> {
+    const c = this.ctx;
+    const n = await c.reservations.update(c.lunId, (s) => {
+      const next = (s.resets ?? 0) + 1;
+      return { state: { ...s, resets: next }, result: next };
+    });
+    this.#resetsSeen ??= n - 1;
+  }
 
   get blocks(): number {
     return Math.floor(this.ctx.backend.sizeBytes / BLOCK);
@@ -119,6 +132,12 @@ export class ScsiLun {
     // NACA / link bits of the control byte are not supported
     if ((cdb[cdbLength(op) - 1]! & 0x05) !== 0) return invalidCdb(cdbLength(op) - 1);
     const pr = await c.reservations.get(c.lunId, false);
+    const resets = pr.resets ?? 0;
+    if (this.#resetsSeen === undefined || this.#resetsSeen > resets) this.#resetsSeen = resets;
+    if (!UA_EXEMPT.has(op) && resets > this.#resetsSeen) {
+      this.#resetsSeen = resets;
+      return check(SenseKey.UNIT_ATTENTION, Asc.BUS_DEVICE_RESET);
+    }
     if (!UA_EXEMPT.has(op) && (pr.ua?.[c.nexus]?.length ?? 0) > 0) {
       const ua = await c.reservations.update(c.lunId, (s) => takeUa(s, c.nexus));
       if (ua !== undefined) return check(SenseKey.UNIT_ATTENTION, ua);

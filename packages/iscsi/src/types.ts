@@ -42,6 +42,8 @@ export interface PrState {
   legacy?: string | undefined;
   /** Unit attentions pending per nexus (ASC<<8|ASCQ), delivered by whichever portal serves it. */
   ua?: Record<string, number[]> | undefined;
+  /** LOGICAL UNIT RESETs so far: a session that saw fewer gets a BUS DEVICE RESET unit attention. */
+  resets?: number | undefined;
 }
 
 /**
