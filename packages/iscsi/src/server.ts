@@ -78,6 +78,7 @@ export class IscsiServer {
     socket.setNoDelay(true);
     const local = { host: socket.localAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', port: socket.localPort ?? ISCSI_PORT_DEFAULT };
     let closed = false;
+    let corked = false;
     const conn: IscsiConnection = new IscsiConnection({
       catalog: () => this.#catalog,
       portalGroupTag: tag,
@@ -105,6 +106,16 @@ export class IscsiServer {
     }, {
       send: (bufs) => {
         if (closed) return;
+        // Everything sent in one tick (Data-In segments, responses of several commands) goes out
+        // in one writev.
+        if (!corked) {
+          corked = true;
+          socket.cork();
+          process.nextTick(() => {
+            corked = false;
+            socket.uncork();
+          });
+        }
         for (const b of bufs) socket.write(b);
         if (socket.writableLength > SEND_QUEUE_BYTES_MAX && !socket.isPaused()) {
           socket.pause();
