@@ -5,9 +5,11 @@
  *      catch a lost acknowledged write;
  *  (b) partition: a partitioned host's server is unreachable from the root namespace and from the
  *      other hosts (TCP connect), a partition from one peer cuts only that peer, heal restores;
- *  (c) SIGKILL of a server during writes, restart after 10 s, with the current code (no
- *      membership: the client retries until the server is back): no acknowledged write lost, no
- *      I/O error, writes go on after the restart;
+ *  (c) SIGKILL of a server during writes, restart after 10 s: the leader marks it down, writes go
+ *      on with two copies; back, it catches up copying only what changed (a 16 MiB ballast volume
+ *      written before is not copied); no acknowledged write lost, no I/O error, copies equal;
+ *  (f) a host partitioned from everything for 20 s during writes, then healed: writes go on
+ *      (its disk is marked down), it catches up, copies end equal, nothing acknowledged lost;
  *  (d) storpool-mgmt SIGKILLed and restarted keeps the cluster state (etcd);
  *  (e) addServer(): a 4th host, disk and server join.
  * FAULT_SEED=N replays a writer's block choice and contents.
@@ -27,6 +29,37 @@ function newWriter(socketPath: string, name: string, blocks: number): VerifyingW
   writers.push(w);
   process.stdout.write(`[fault-test] ${name}: ${w.describe()}\n`);
   return w;
+}
+
+/** Fills [0, bytes) of a volume with a byte, 1 MiB at a time, through NBD. */
+function nbdFill(socketPath: string, bytes: number, value: number): Promise<void> {
+  const script = `import nbd, sys\nh = nbd.NBD()\nh.connect_unix(sys.argv[1])\nb = bytes([int(sys.argv[3])]) * 1048576\nfor off in range(0, int(sys.argv[2]), 1048576):\n    h.pwrite(b, off)\nh.flush()\nh.shutdown()\n`;
+  return new Promise((resolve, reject) => {
+    execFile(DEBIAN_PYTHON, ['-c', script, socketPath, String(bytes), String(value)], { timeout: 120_000 }, (err, _out, stderr) => (err === null ? resolve() : reject(new Error(`${err.message}: ${stderr}`))));
+  });
+}
+
+/** Catch-up bytes copied by every disk so far (each primary counts what it sent). */
+async function bytesCopied(c: FaultCluster): Promise<number> {
+  let sum = 0;
+  for (const s of c.servers) {
+    if (s.proc === undefined) continue;
+    const stats = (await c.diskStats(s.diskId)) as { sync?: { bytesPushed?: number } };
+    sum += stats.sync?.bytesPushed ?? 0;
+  }
+  return sum;
+}
+
+/** Until the shard map lists no joining disk and `diskId` is in sync wherever its target has it. */
+async function caughtUp(c: FaultCluster, diskId: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const map = JSON.parse(await readFile(c.mapFile, 'utf8')) as { groups: { shards: number[][]; joining?: number[][] }[] };
+    const joining = map.groups.flatMap((g) => (g.joining ?? []).flat());
+    if (joining.length === 0 && map.groups.some((g) => g.shards.some((r) => r.includes(diskId)))) return;
+    if (Date.now() > deadline) throw new Error(`disk ${diskId} not caught up after ${timeoutMs} ms: joining ${JSON.stringify(joining.slice(0, 20))}`);
+    await sleep(500);
+  }
 }
 
 /** Overwrites one 4 KiB block through NBD, behind the writer's back. */
@@ -106,6 +139,10 @@ describe('fault harness', () => {
   it('(c) SIGKILL a server during writes, restart it after 10 s: no acknowledged write lost, no I/O error', async () => {
     const c = cluster!;
     const vol = await c.createVolume('killed', 32 * MiB);
+    // Ballast: 16 MiB written before the kill and never again: a catch-up must not copy it.
+    const ballast = await c.createVolume('ballast', 16 * MiB);
+    await nbdFill(ballast.socketPath, 16 * MiB, 0xab);
+    const copiedBefore = await bytesCopied(c);
     const w = newWriter(vol.socketPath, 'kill', (32 * MiB) / 4096);
     await w.start();
     await w.waitAcked(200, 60_000);
@@ -121,18 +158,53 @@ describe('fault harness', () => {
     // Writes go on once the server is back.
     await w.waitAcked(ackedAtRestart + 200, 90_000);
     const summary = await w.stop();
-    const replicas = await c.compareReplicas(vol);
+    // Disk 2 catches up (only what changed while it was away), then every copy is equal.
+    await caughtUp(c, 2);
+    const replicas = await c.waitReplicasEqual(vol, 120_000);
+    const ballastReplicas = await c.compareReplicas(ballast);
+    const copied = (await bytesCopied(c)) - copiedBefore;
     process.stdout.write(
       `[fault-test] kill: ${summary.acked} writes acknowledged (${ackedWhileDown} while server 2 was down), ${summary.reads} reads checked, ` +
       `${summary.errors + summary.readErrors} I/O errors, ${summary.readMismatches} wrong reads, ` +
-      `max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas of ${replicas.objects} objects\n`,
+      `max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas of ${replicas.objects} objects, catch-up copied ${copied} bytes\n` +
+      replicas.diffs.slice(0, 4).map((d) => `  object ${d.objectIndex} disks ${d.disks.join(',')}: ${d.problem}\n`).join(''),
     );
+    expect(replicas.diffs).toEqual([]);
+    expect(ballastReplicas.diffs).toEqual([]);
+    expect(copied).toBeGreaterThan(0);
+    // At most the written volume (32 MiB), never the 16 MiB ballast on top of it.
+    expect(copied).toBeLessThanOrEqual(32 * MiB);
     expect(summary.ioErrors, w.describe()).toEqual([]);
     expect([...summary.readErrorList, ...summary.readMismatchList], w.describe()).toEqual([]);
     const report = await w.verify();
     expect(report.badCount, formatReport(report)).toBe(0);
     expect(report.counts.acked, formatReport(report)).toBeGreaterThan(150);
-  }, 240_000);
+  }, 480_000);
+
+  it('(f) partition a host from everything for 20 s during writes, heal: nothing acknowledged lost, copies equal again', async () => {
+    const c = cluster!;
+    const vol = await c.createVolume('partitioned', 32 * MiB);
+    const w = newWriter(vol.socketPath, 'partition', (32 * MiB) / 4096);
+    await w.start();
+    await w.waitAcked(200, 60_000);
+    await c.partitionHost(3, 'all');
+    const ackedAtCut = w.progress.acked;
+    await sleep(20_000);
+    const ackedWhileCut = w.progress.acked - ackedAtCut;
+    await c.heal(3);
+    await w.waitAcked(w.progress.acked + 200, 90_000);
+    const summary = await w.stop();
+    await caughtUp(c, 3);
+    const replicas = await c.waitReplicasEqual(vol, 120_000);
+    process.stdout.write(`[fault-test] partition: ${summary.acked} writes acknowledged (${ackedWhileCut} while host 3 was cut off), ${summary.errors} I/O errors, max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas\n`);
+    // Writes went on while host 3 was cut off (its disk marked down, shards on the other two).
+    expect(ackedWhileCut).toBeGreaterThan(0);
+    expect(summary.ioErrors, w.describe()).toEqual([]);
+    expect([...summary.readErrorList, ...summary.readMismatchList], w.describe()).toEqual([]);
+    expect(replicas.diffs).toEqual([]);
+    const report = await w.verify();
+    expect(report.badCount, formatReport(report)).toBe(0);
+  }, 300_000);
 
   it('(d) storpool-mgmt SIGKILLed and restarted: the cluster state is kept in etcd', async () => {
     const c = cluster!;

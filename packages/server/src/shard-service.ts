@@ -334,17 +334,19 @@ export class ShardService {
     if (placement.replicas.length < placement.minReplicas) {
       throw new StorpoolError('REPL_ERR_TOO_FEW_REPLICAS', `group ${h.group} shard ${h.shard} has ${placement.replicas.length} in-sync copies, fewer than its minimum ${placement.minReplicas}: writes wait until a disk returns or is replaced`);
     }
-    // Joining disks: a synced one is a replica; while its copy runs, verified objects get the write
-    // (its failure stops the copy, not the write) and others a whole-object copy after it.
-    const routes = placement.joining.map((t) => this.#sync.route(t, h.group, h.shard)).filter((x): x is JoinerRoute => x !== undefined);
-    const synced = routes.flatMap((r) => (r.kind === 'replica' ? [r.session.target] : []));
-    const copying = routes.flatMap((r) => (r.kind === 'copying' ? [r.run] : []));
-    const fan: Fanout = { replicas: synced.length === 0 ? placement.replicas : [...placement.replicas, ...synced], joiners: copying.filter((r) => this.#sync.isVerified(r.session, key)) };
-    const toCopy = copying.filter((r) => !fan.joiners.includes(r));
     const replicas = placement.replicas;
     let result: OpResult;
+    let toCopy: SyncRun[] = [];
     const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
     try {
+      // Joining disks: a synced one is a replica; while its copy runs, verified objects get the write
+      // (its failure stops the copy, not the write) and others a whole-object copy after it. Decided
+      // under the range lock: a catch-up copy of the object (whole lock) cannot slip in between.
+      const routes = placement.joining.map((t) => this.#sync.route(t, h.group, h.shard)).filter((x): x is JoinerRoute => x !== undefined);
+      const synced = routes.flatMap((r) => (r.kind === 'replica' ? [r.session.target] : []));
+      const copying = routes.flatMap((r) => (r.kind === 'copying' ? [r.run] : []));
+      const fan: Fanout = { replicas: synced.length === 0 ? placement.replicas : [...placement.replicas, ...synced], joiners: copying.filter((r) => this.#sync.isVerified(r, key)) };
+      toCopy = copying.filter((r) => !fan.joiners.includes(r));
       const version = this.#nextVersion(key, placement.term);
       const start = h.offset;
       const end = h.offset + h.length;

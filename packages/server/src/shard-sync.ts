@@ -66,6 +66,8 @@ export interface SyncCounters {
 export class SyncRun {
   readonly session: SyncSession;
   readonly shards: ReadonlySet<number>;
+  /** Objects of these shards compared (and copied if needed) by this run: their writes are forwarded. */
+  readonly verified = new Set<string>();
   failure: StorpoolError | undefined;
   readonly result: ShardSyncResult = { objectsCompared: 0, objectsPushed: 0, objectsReleased: 0, bytesPushed: 0 };
 
@@ -91,7 +93,6 @@ export class SyncSession {
   /** shard -> the run copying it, or 'synced'. */
   readonly shards = new Map<number, SyncRun | 'synced'>();
   readonly placementOf = new Map<number, number>();
-  readonly verified = new Set<string>();
 
   constructor(target: number, group: number) {
     this.target = target;
@@ -123,8 +124,9 @@ export class ShardSync {
     return state.live ? { kind: 'copying', run: state } : undefined;
   }
 
-  isVerified(s: SyncSession, key: ObjectKey): boolean {
-    return s.verified.has(objectId(key));
+  /** Call with the object's range locked: a copy of it (whole lock) cannot then change the answer. */
+  isVerified(run: SyncRun, key: ObjectKey): boolean {
+    return run.verified.has(objectId(key));
   }
 
   /** SHARD_SYNC: runs a session to its end; the session stays to keep the target current. */
@@ -199,7 +201,8 @@ export class ShardSync {
   async pushLocked(run: SyncRun, key: ObjectKey, placementId: number, shard: number): Promise<void> {
     const release = await this.#host.lockObject(key);
     try {
-      if (!run.live || run.session.verified.has(objectId(key))) return;
+      // Verified meanwhile: that copy was made after the caller's write (it held the object's range lock).
+      if (!run.live || run.verified.has(objectId(key))) return;
       await this.#push(run, key, placementId, shard);
     } catch (err) {
       run.fail(err);
@@ -248,10 +251,10 @@ export class ShardSync {
         try {
           if (!run.live) return;
           run.result.objectsCompared++;
-          if (!s.verified.has(id)) {
+          if (!run.verified.has(id)) {
             const theirs = remote.get(id)?.version ?? 0;
             if (theirs !== this.#host.store.objectVersion(e.key)) await this.#push(run, e.key, s.placementOf.get(e.key.volumeId)!, shard);
-            else s.verified.add(id);
+            else run.verified.add(id);
           }
           remote.delete(id);
         } finally {
@@ -267,10 +270,10 @@ export class ShardSync {
       const release = await this.#host.lockObject(key);
       try {
         if (!run.live) return;
-        if (s.verified.has(objectId(key)) || this.#host.store.objectVersion(key) !== 0) continue;
+        if (run.verified.has(objectId(key)) || this.#host.store.objectVersion(key) !== 0) continue;
         const placementId = s.placementOf.get(key.volumeId)!;
         await this.#send(s, key, placementId, shardOf(placementId, key.objectIndex, shardCount), Op.REPLICA_TRIM, RequestFlag.SYNC, 0, BLOCKS_PER_OBJECT, version, []);
-        s.verified.add(objectId(key));
+        run.verified.add(objectId(key));
         run.result.objectsReleased++;
       } finally {
         release();
@@ -301,7 +304,7 @@ export class ShardSync {
       }
       first = end;
     }
-    s.verified.add(objectId(key));
+    run.verified.add(objectId(key));
     run.result.objectsPushed++;
     run.result.bytesPushed += bytes;
     this.counters.objectsPushed++;
