@@ -15,7 +15,7 @@ export const MAX_TRANSFER_BLOCKS = 32768;
 const MAX_CAW_BLOCKS = 255;
 const MAX_UNMAP_BLOCKS = 0xffffffff;
 const MAX_UNMAP_DESCRIPTORS = 256;
-const MAX_WRITE_SAME_BLOCKS = 1 << 22; // 2 GiB
+const MAX_WRITE_SAME_BLOCKS = 32768; // = MAX_TRANSFER_BLOCKS: initiators check WRITE SAME results with one READ
 const VENDOR = 'STORPOOL';
 const PRODUCT = 'iSCSI volume';
 const REVISION = '0001';
