@@ -1,6 +1,6 @@
 #!/bin/bash
 # Storage node: etcd member, storpool-mgmt (etcd backend), one storpool-server on a file disk.
-# Env from the Vagrantfile: NODE_NAME NODE_IP DISK_ID ETCD_CLUSTER ETCD SP_AUTH_TOKEN
+# Env from the Vagrantfile: NODE_NAME NODE_IP DISK_ID ETCD_CLUSTER ETCD SP_AUTH_TOKEN [ETCD_HEARTBEAT_MS ETCD_ELECTION_MS]
 set -euo pipefail
 need() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || MISSING="${MISSING:-} $p"; done; }
 need curl etcd-server etcd-client e2fsprogs
@@ -23,6 +23,9 @@ ETCD_ADVERTISE_CLIENT_URLS=http://$NODE_IP:2379
 ETCD_INITIAL_CLUSTER=$ETCD_CLUSTER
 ETCD_INITIAL_CLUSTER_STATE=new
 ETCD_INITIAL_CLUSTER_TOKEN=storpool-vagrant
+# TCG VMs on a busy host miss etcd's 100 ms heartbeats (hundreds of elections seen): the Vagrantfile raises these there
+ETCD_HEARTBEAT_INTERVAL=${ETCD_HEARTBEAT_MS:-100}
+ETCD_ELECTION_TIMEOUT=${ETCD_ELECTION_MS:-1000}
 CONF
 cat > /etc/storpool.conf <<CONF
 SP_API_HTTP_HOST=127.0.0.1
