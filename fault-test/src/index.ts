@@ -4,3 +4,4 @@ export {
   VerifyingWriter, formatReport, WRITER_SCRIPT, DEBIAN_PYTHON, BLOCK_BYTES,
   type VerifyingWriterOptions, type WriterProgress, type WriteSummary, type VerifyReport, type IoErrorRecord, type ReadErrorRecord, type ReadMismatchRecord,
 } from './verifying-writer.js';
+export { bytesCopied, waitCaughtUp } from './recovery.js';

@@ -18,7 +18,7 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, formatReport } from '../src/index.js';
+import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, bytesCopied, formatReport, waitCaughtUp } from '../src/index.js';
 
 const MiB = 1024 * 1024;
 let cluster: FaultCluster | undefined;
@@ -37,29 +37,6 @@ function nbdFill(socketPath: string, bytes: number, value: number): Promise<void
   return new Promise((resolve, reject) => {
     execFile(DEBIAN_PYTHON, ['-c', script, socketPath, String(bytes), String(value)], { timeout: 120_000 }, (err, _out, stderr) => (err === null ? resolve() : reject(new Error(`${err.message}: ${stderr}`))));
   });
-}
-
-/** Catch-up bytes copied by every disk so far (each primary counts what it sent). */
-async function bytesCopied(c: FaultCluster): Promise<number> {
-  let sum = 0;
-  for (const s of c.servers) {
-    if (s.proc === undefined) continue;
-    const stats = (await c.diskStats(s.diskId)) as { sync?: { bytesPushed?: number } };
-    sum += stats.sync?.bytesPushed ?? 0;
-  }
-  return sum;
-}
-
-/** Until the shard map lists no joining disk and `diskId` is in sync wherever its target has it. */
-async function caughtUp(c: FaultCluster, diskId: number, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const map = JSON.parse(await readFile(c.mapFile, 'utf8')) as { groups: { shards: number[][]; joining?: number[][] }[] };
-    const joining = map.groups.flatMap((g) => (g.joining ?? []).flat());
-    if (joining.length === 0 && map.groups.some((g) => g.shards.some((r) => r.includes(diskId)))) return;
-    if (Date.now() > deadline) throw new Error(`disk ${diskId} not caught up after ${timeoutMs} ms: joining ${JSON.stringify(joining.slice(0, 20))}`);
-    await sleep(500);
-  }
 }
 
 /** Overwrites one 4 KiB block through NBD, behind the writer's back. */
@@ -159,7 +136,7 @@ describe('fault harness', () => {
     await w.waitAcked(ackedAtRestart + 200, 90_000);
     const summary = await w.stop();
     // Disk 2 catches up (only what changed while it was away), then every copy is equal.
-    await caughtUp(c, 2);
+    await waitCaughtUp(c, [2]);
     const replicas = await c.waitReplicasEqual(vol, 120_000);
     const ballastReplicas = await c.compareReplicas(ballast);
     const copied = (await bytesCopied(c)) - copiedBefore;
@@ -194,7 +171,7 @@ describe('fault harness', () => {
     await c.heal(3);
     await w.waitAcked(w.progress.acked + 200, 90_000);
     const summary = await w.stop();
-    await caughtUp(c, 3);
+    await waitCaughtUp(c, [3]);
     const replicas = await c.waitReplicasEqual(vol, 120_000);
     process.stdout.write(`[fault-test] partition: ${summary.acked} writes acknowledged (${ackedWhileCut} while host 3 was cut off), ${summary.errors} I/O errors, max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas\n`);
     // Writes went on while host 3 was cut off (its disk marked down, shards on the other two).

@@ -135,6 +135,8 @@ export async function startIscsiService(o: IscsiServiceOptions): Promise<IscsiSe
       const key = `${v.globalId}/${v.dataId}/${v.placementId}/${v.parents.join('.')}/${v.group}/${v.size}`;
       let entry = volumes.get(t.name);
       if (entry === undefined || entry.key !== key) {
+        // A volume of a shard group newer than our map (a new replication or placement): refresh first.
+        if (client.router.group(v.group) === undefined) await client.refreshMap();
         const volume = client.volume({ volumeId: v.dataId, placementId: v.placementId, parents: v.parents, sizeBytes: v.size, group: v.group });
         const target: IscsiTarget = { name: t.name, alias: t.volume, luns: [{ lun: 0, backend: volumeBackend(volume, { id: v.globalId }) }] };
         entry = { key, volume, target };

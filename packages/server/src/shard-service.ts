@@ -417,7 +417,7 @@ export class ShardService {
       if (peer === this.#o.diskId) continue;
       out.push(this.#toReplica(peer, rh, [blocks, crcBytes]));
     }
-    for (const s of fan.joiners) out.push(this.#toJoiner(s, rh, [blocks, crcBytes]));
+    for (const s of fan.joiners) out.push(this.#toJoiner(s, key, rh, [blocks, crcBytes]));
     return out;
   }
 
@@ -430,17 +430,17 @@ export class ShardService {
       if (peer === this.#o.diskId) continue;
       out.push(this.#toReplica(peer, rh, []));
     }
-    for (const s of fan.joiners) out.push(this.#toJoiner(s, rh, []));
+    for (const s of fan.joiners) out.push(this.#toJoiner(s, key, rh, []));
     return out;
   }
 
   /** A joining disk's copy of a write while its catch-up runs: a failure stops the copy, not the client's write. */
-  async #toJoiner(run: SyncRun, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
+  async #toJoiner(run: SyncRun, key: ObjectKey, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
     try {
       const conn: WireConnection = await this.#o.peers.get(run.session.target);
       await conn.request({ ...h, epoch: this.epoch }, payload, this.#o.replicaTimeoutMs);
     } catch (err) {
-      run.fail(err);
+      this.#sync.forwardFailed(run, key, err);
     }
   }
 

@@ -110,6 +110,11 @@ export class ShardSync {
   readonly #host: SyncHost;
   /** key `${target}/${group}` */
   readonly #sessions = new Map<string, SyncSession>();
+  /**
+   * target -> objects a forwarded write to it failed for: it may hold part of that write under the
+   * write's version, so its version cannot be trusted; the next copy run copies them whole.
+   */
+  readonly #dirty = new Map<number, Set<string>>();
 
   constructor(host: SyncHost) {
     this.#host = host;
@@ -122,6 +127,15 @@ export class ShardSync {
     if (s === undefined || state === undefined) return undefined;
     if (state === 'synced') return { kind: 'replica', session: s };
     return state.live ? { kind: 'copying', run: state } : undefined;
+  }
+
+  /** A forwarded write of `key` to the run's target failed (see #dirty); the run stops. */
+  forwardFailed(run: SyncRun, key: ObjectKey, err: unknown): void {
+    const target = run.session.target;
+    let set = this.#dirty.get(target);
+    if (set === undefined) this.#dirty.set(target, (set = new Set()));
+    set.add(objectId(key));
+    run.fail(err);
   }
 
   /** Call with the object's range locked: a copy of it (whole lock) cannot then change the answer. */
@@ -253,7 +267,7 @@ export class ShardSync {
           run.result.objectsCompared++;
           if (!run.verified.has(id)) {
             const theirs = remote.get(id)?.version ?? 0;
-            if (theirs !== this.#host.store.objectVersion(e.key)) await this.#push(run, e.key, s.placementOf.get(e.key.volumeId)!, shard);
+            if (theirs !== this.#host.store.objectVersion(e.key) || this.#dirty.get(s.target)?.has(id) === true) await this.#push(run, e.key, s.placementOf.get(e.key.volumeId)!, shard);
             else run.verified.add(id);
           }
           remote.delete(id);
@@ -288,6 +302,8 @@ export class ShardSync {
     const version = store.objectVersion(key);
     const map = store.allocation(key, 0, BLOCKS_PER_OBJECT);
     let bytes = 0;
+    // The version goes with the last piece only (the store keeps the highest version it was given): a
+    // copy cut short leaves the target's old version, so the next compare copies the object again.
     for (let first = 0; first < BLOCKS_PER_OBJECT;) {
       const state = map[first]!;
       let end = first + 1;
@@ -296,15 +312,16 @@ export class ShardSync {
         const r = await store.read(key, first, end - first);
         if (r.bad.length > 0) throw new StorpoolError('STORE_ERR_CHECKSUM', `disk ${this.#host.diskId}: object ${objectId(key)} blocks ${r.bad.map((b) => b + first).join(',')} fail their CRC32C: cannot copy them (the scrubber repairs them from another copy)`);
         // The stored CRCs travel with the data: the target checks them before writing.
-        await this.#send(s, key, placementId, shard, Op.REPLICA_WRITE, RequestFlag.SYNC, first, end - first, version, [r.data, encodeCrcs(r.crcs)]);
+        await this.#send(s, key, placementId, shard, Op.REPLICA_WRITE, RequestFlag.SYNC, first, end - first, end === BLOCKS_PER_OBJECT ? version : 0, [r.data, encodeCrcs(r.crcs)]);
         bytes += r.data.length;
       } else {
         const flags = RequestFlag.SYNC | (state === BLOCK_HOLE ? 0 : RequestFlag.ZERO_MARKERS);
-        await this.#send(s, key, placementId, shard, Op.REPLICA_TRIM, flags, first, end - first, version, []);
+        await this.#send(s, key, placementId, shard, Op.REPLICA_TRIM, flags, first, end - first, end === BLOCKS_PER_OBJECT ? version : 0, []);
       }
       first = end;
     }
     run.verified.add(objectId(key));
+    this.#dirty.get(s.target)?.delete(objectId(key));
     run.result.objectsPushed++;
     run.result.bytesPushed += bytes;
     this.counters.objectsPushed++;
