@@ -179,7 +179,8 @@ describe('storpool-block', () => {
     expect(existsSync(byName)).toBe(false);
     expect(existsSync(byId)).toBe(false);
     expect((await sh('nbdinfo', [tcpUri('blk1')])).code).not.toBe(0);
-    expect(existsSync(join(runtimeDir, 'nbd', 'blk1.sock'))).toBe(false);
+    // The unix export closes once the device released it (asynchronously, after the detach is applied).
+    await until('the unix socket to go', async () => !existsSync(join(runtimeDir, 'nbd', 'blk1.sock')));
 
     // Attach again: the file system written through the first device is there.
     r = await storpool('attach', 'volume', 'blk1', 'here');
