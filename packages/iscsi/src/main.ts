@@ -23,6 +23,7 @@ async function main(): Promise<void> {
   const { values: args } = parseArgs({
     options: { 'controller-id': { type: 'string' }, 'map-file': { type: 'string' }, listen: { type: 'string', multiple: true }, 'log-level': { type: 'string' } },
   });
+  const START_RETRY_MS = 60_000;
   const log = pino({ name: 'storpool-iscsi', level: args['log-level'] ?? env['STORPOOL_LOG_LEVEL'] ?? 'info' });
   const config = loadConfig();
   const endpoint = endpointFromConfig(config);
@@ -38,12 +39,25 @@ async function main(): Promise<void> {
   });
   const mu = env['STORPOOL_ISCSI_MUTUAL_USER'];
   const ms = env['STORPOOL_ISCSI_MUTUAL_SECRET'];
-  const service = await startIscsiService({
+  const start = (): ReturnType<typeof startIscsiService> => startIscsiService({
     controllerId, api: new StorpoolApi({ host: endpoint.host, port: endpoint.port, ...(endpoint.token !== undefined ? { token: endpoint.token } : {}) }),
     mapSource: new FileShardMapSource(mapFile), log,
     ...(listen.length > 0 ? { listen } : {}),
     ...(mu !== undefined && ms !== undefined ? { mutualChap: { username: mu, secret: ms } } : {}),
   });
+  // A management API or shard map not there yet (a host booting, a loaded machine) is waited for, a while.
+  const deadline = Date.now() + START_RETRY_MS;
+  let service: Awaited<ReturnType<typeof startIscsiService>>;
+  for (;;) {
+    try {
+      service = await start();
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      log.warn({ err: (err as Error).message }, 'cannot start yet; retrying');
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
   log.info({ controllerId, portals: service.addresses, mapFile }, 'storpool-iscsi running');
   let stopping = false;
   const stop = (signal: string): void => {
