@@ -35,7 +35,7 @@ import {
 } from '@storpool/protocol';
 import type { Logger } from 'pino';
 import { RangeLockTable } from './range-locks.js';
-import { ShardSync, type JoinerRoute, type SyncRun } from './shard-sync.js';
+import { ShardSync, type SyncRun } from './shard-sync.js';
 import type { ObjectKey, ReadResult, StoreStats } from './store/index.js';
 
 /** The part of DiskStore the replication layer uses. */
@@ -336,17 +336,11 @@ export class ShardService {
     }
     const replicas = placement.replicas;
     let result: OpResult;
-    let toCopy: SyncRun[] = [];
+    const toCopy: SyncRun[] = [];
     const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
     try {
-      // Joining disks: a synced one is a replica; while its copy runs, verified objects get the write
-      // (its failure stops the copy, not the write) and others a whole-object copy after it. Decided
-      // under the range lock: a catch-up copy of the object (whole lock) cannot slip in between.
-      const routes = placement.joining.map((t) => this.#sync.route(t, h.group, h.shard)).filter((x): x is JoinerRoute => x !== undefined);
-      const synced = routes.flatMap((r) => (r.kind === 'replica' ? [r.session.target] : []));
-      const copying = routes.flatMap((r) => (r.kind === 'copying' ? [r.run] : []));
-      const fan: Fanout = { replicas: synced.length === 0 ? placement.replicas : [...placement.replicas, ...synced], joiners: copying.filter((r) => this.#sync.isVerified(r, key)) };
-      toCopy = copying.filter((r) => !fan.joiners.includes(r));
+      // Decided under the range lock: a catch-up copy of the object (whole lock) cannot slip in between.
+      const fan = this.#fanout(placement, h, key, toCopy);
       const version = this.#nextVersion(key, placement.term);
       const start = h.offset;
       const end = h.offset + h.length;
@@ -388,6 +382,25 @@ export class ShardService {
     }
     for (const s of toCopy) await this.#sync.pushLocked(s, key, h.placementId, h.shard);
     return result;
+  }
+
+  /**
+   * Where a mutation goes besides the local store. Joining disks: a synced one is a replica; while
+   * its copy runs, verified objects get the write (its failure stops the copy, not the write) and
+   * the others go to `toCopy` (a whole-object copy after the write). No joining disk, no allocation.
+   */
+  #fanout(placement: ShardPlacement, h: RequestHeader, key: ObjectKey, toCopy: SyncRun[]): Fanout {
+    if (placement.joining.length === 0) return { replicas: placement.replicas, joiners: NO_JOINERS };
+    let replicas = placement.replicas;
+    const joiners: SyncRun[] = [];
+    for (const target of placement.joining) {
+      const route = this.#sync.route(target, h.group, h.shard);
+      if (route === undefined) continue;
+      if (route.kind === 'replica') replicas = [...replicas, target];
+      else if (this.#sync.isVerified(route.run, key)) joiners.push(route.run);
+      else toCopy.push(route.run);
+    }
+    return { replicas, joiners };
   }
 
   /**
@@ -524,6 +537,8 @@ interface Fanout {
   replicas: readonly number[];
   joiners: readonly SyncRun[];
 }
+
+const NO_JOINERS: readonly SyncRun[] = Object.freeze([]);
 
 function locate(router: ShardRouter, h: RequestHeader): { shard: number; replicas: readonly number[] } {
   return router.locate(h.group, h.placementId, h.objectIndex);
