@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, type TestCluster } from './cluster.js';
+import { startTestCluster, type TestCluster } from '@storpool/local';
 
 const GiB = 1024 ** 3;
 const P = 'os';

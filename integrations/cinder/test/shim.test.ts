@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@storpool/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, type TestCluster } from './cluster.js';
+import { startTestCluster, type TestCluster } from '@storpool/local';
 import { startKeystonePeer, type KeystonePeer, type PeerUser } from './keystone-peer.js';
 
 const BIN = fileURLToPath(new URL('../bin/storpool-cinder-api.js', import.meta.url));

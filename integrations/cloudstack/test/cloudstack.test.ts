@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCluster, type TestCluster } from './cluster.js';
+import { startTestCluster, type TestCluster } from '@storpool/local';
 import { startFakeCloudStack, type FakeCloudStack } from './fake-cloudstack.js';
 
 const CLI = fileURLToPath(new URL('../../../packages/cli/bin/storpool.js', import.meta.url));

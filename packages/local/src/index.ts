@@ -304,3 +304,6 @@ async function startBlock(b: LocalBlockOptions, dataDir: string, confPath: strin
   }
   return handle;
 }
+
+/** A local cluster for integration tests, with a raw API caller (see test-cluster.ts). */
+export { startTestCluster, type TestCluster, type Raw } from './test-cluster.js';

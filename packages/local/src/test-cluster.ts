@@ -1,6 +1,6 @@
 /**
  * A local cluster (3 storage servers, storpool-mgmt, this host's block service without devices)
- * for the tests, and a raw HTTP caller that sends requests the way the Python
+ * for integration tests (retried once on a loaded machine), and a raw HTTP caller that sends requests the way the Python
  * clients do: raw path, no Content-Type, JSON body or none, one connection per request.
  */
 import { request } from 'node:http';
@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '@storpool/testkit';
-import { startLocalCluster, type LocalCluster } from '@storpool/local';
+import { startLocalCluster, type LocalCluster } from './index.js';
 
 export interface Raw { status: number; body: { data?: unknown; generation?: number; error?: { name: string; descr: string; transient: boolean } } }
 
