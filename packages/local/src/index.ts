@@ -90,9 +90,11 @@ export interface LocalCluster {
 
 export const DEFAULT_PORT = 8181;
 const DEFAULT_DISK_BYTES = 4 * 1024 ** 3;
-const SERVER_START_TIMEOUT_MS = 30_000;
+// A process that exits fails the start at once; one that is alive but slow (a loaded machine, a
+// cold tsx cache) is waited for: the integration tests' second-start retries worked around 30 s.
+const SERVER_START_TIMEOUT_MS = 120_000;
 const SERVER_STOP_TIMEOUT_MS = 10_000;
-const BLOCK_START_TIMEOUT_MS = 30_000;
+const BLOCK_START_TIMEOUT_MS = 120_000;
 
 async function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
