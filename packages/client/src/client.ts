@@ -4,9 +4,12 @@
  * changes, reconnects and replica failures until a deadline. Used by the block service, the iSCSI
  * target and tools.
  */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { StorpoolError, toStorpoolError } from '@storpool/errors';
 import { ConnectionPool, ShardMapView, type ShardMapSource, type WireRequest } from '@storpool/net';
 import {
+  COMPARE_AND_WRITE_BYTES_MAX,
   OBJECT_BYTES,
   Op,
   PARENTS_MAX,
@@ -16,6 +19,7 @@ import {
   opTakesParents,
   VOLUME_BYTES_MAX,
   chunkCrcs,
+  decodeCompareAndWriteResult,
   decodeObjectList,
   decodeScrubStatus,
   decodeShardSyncResult,
@@ -113,8 +117,9 @@ export class StorpoolClient {
   /**
    * Sends one request to the current primary of (volume, object), retrying transient failures:
    * a stale or moved map refreshes it, a lost connection reconnects, until the deadline.
+   * `fill.version` is 0 but for COMPARE_AND_WRITE (its attempt token, the same on every retry).
    */
-  async toPrimary(target: ObjectTarget, objectIndex: number, fill: Pick<WireRequest, 'op' | 'flags' | 'offset' | 'length'>, payload: readonly Uint8Array[], check?: (reply: ReplyFrame) => void): Promise<ReplyFrame> {
+  async toPrimary(target: ObjectTarget, objectIndex: number, fill: Pick<WireRequest, 'op' | 'flags' | 'offset' | 'length'> & { version?: number }, payload: readonly Uint8Array[], check?: (reply: ReplyFrame) => void): Promise<ReplyFrame> {
     const { group, volumeId, placementId, parents } = target;
     const withParents = target.parentBytes.length > 0 && opTakesParents(fill.op) ? [...payload, target.parentBytes] : payload;
     const parentCount = withParents === payload ? 0 : parents.length;
@@ -127,7 +132,7 @@ export class StorpoolClient {
       try {
         const { shard, replicas } = router.locate(group, placementId, objectIndex);
         const conn = await this.#pool.get(replicas[0]!);
-        const reply = await conn.request({ ...fill, epoch: router.epoch, group, parentCount, volumeId, objectIndex, version: 0, placementId, shard }, withParents, this.#requestTimeoutMs);
+        const reply = await conn.request({ ...fill, epoch: router.epoch, group, parentCount, volumeId, objectIndex, version: fill.version ?? 0, placementId, shard }, withParents, this.#requestTimeoutMs);
         check?.(reply);
         return reply;
       } catch (err) {
@@ -337,6 +342,44 @@ export class Volume {
     );
   }
 
+  /**
+   * Atomically, cluster-wide: if [offset, offset + compare.length) holds `compare`, writes `data`
+   * over it (durably on every replica, as `write`) and resolves -1; else writes nothing and
+   * resolves the offset of the first differing byte within the range. The shard primary of the
+   * object executes it under the lock that orders every write to the range, so two clients (two
+   * iSCSI portals, two hosts) racing on one range never both win. The range must lie inside one
+   * 4 MiB object and hold at most COMPARE_AND_WRITE_BYTES_MAX bytes (STORE_ERR_OUT_OF_RANGE).
+   * Retried as `write` is (map refresh, reconnect); every retry carries the same attempt token, so
+   * a retry of an attempt the primary already wrote is answered "written", not "miscompare".
+   */
+  async compareAndWrite(offset: number, compare: Uint8Array, data: Uint8Array): Promise<number> {
+    const length = data.length;
+    if (compare.length !== length) throw new StorpoolError('CONFIG_ERR_INVALID', `compare-and-write: ${compare.length} compare bytes for ${length} data bytes`);
+    this.#check(offset, length, true);
+    if (length === 0) return -1;
+    if (length > COMPARE_AND_WRITE_BYTES_MAX) throw new StorpoolError('STORE_ERR_OUT_OF_RANGE', `compare-and-write of ${length} bytes exceeds ${COMPARE_AND_WRITE_BYTES_MAX}`);
+    const [piece, ...rest] = splitByObject(offset, length);
+    if (piece === undefined || rest.length > 0) {
+      const boundary = (Math.floor(offset / OBJECT_BYTES) + 1) * OBJECT_BYTES;
+      throw new StorpoolError('STORE_ERR_OUT_OF_RANGE', `compare-and-write of ${offset}+${length} crosses the object boundary at ${boundary}: it is atomic only within one ${OBJECT_BYTES}-byte object`);
+    }
+    const compareBytes = asBuffer(compare);
+    const dataBytes = asBuffer(data);
+    let result: ReturnType<typeof decodeCompareAndWriteResult> | undefined;
+    await this.#client.toPrimary(
+      this.#target,
+      piece.objectIndex,
+      { op: Op.COMPARE_AND_WRITE, flags: 0, offset: piece.offset, length, version: attemptToken() },
+      [compareBytes, encodeCrcs(chunkCrcs(compareBytes)), dataBytes, encodeCrcs(chunkCrcs(dataBytes))],
+      (reply) => {
+        result = decodeCompareAndWriteResult(reply.payload);
+        if (!result.written && result.offset >= length) throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `miscompare offset ${result.offset} outside the ${length}-byte range`);
+      },
+    );
+    assert(result !== undefined, 'toPrimary resolves only after check() accepted the reply');
+    return result.written ? -1 : result.offset;
+  }
+
   /** Releases the range (reads return zeros); partial blocks at the edges are zeroed. */
   trim(offset: number, length: number): Promise<void> {
     return this.#rangeOp(Op.TRIM, offset, length);
@@ -368,6 +411,15 @@ export class Volume {
     this.#check(offset, length, true);
     await Promise.all(splitByObject(offset, length).map((p) => this.#client.toPrimary(this.#target, p.objectIndex, { op, flags: 0, offset: p.offset, length: p.length }, [])));
   }
+}
+
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+}
+
+/** A COMPARE_AND_WRITE attempt token: random, non-zero, below 2^48 (the primary keys retries by it). */
+function attemptToken(): number {
+  return randomBytes(6).readUIntLE(0, 6) || 1;
 }
 
 function sleep(ms: number): Promise<void> {

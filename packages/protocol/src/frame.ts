@@ -6,7 +6,7 @@
  */
 import { StorpoolError } from '@storpool/errors';
 import { crc32c, chunkCount } from './crc.js';
-import { CRC_BYTES, FRAME_PAYLOAD_BYTES_MAX, OBJECT_BYTES } from './limits.js';
+import { COMPARE_AND_WRITE_BYTES_MAX, CRC_BYTES, FRAME_PAYLOAD_BYTES_MAX, OBJECT_BYTES } from './limits.js';
 import { isScrubCommand } from './scrub.js';
 
 export const REQUEST_MAGIC = 0x51525053; // "SPRQ" little-endian
@@ -25,6 +25,13 @@ export const Op = {
   WRITE_ZEROES: 13,
   FLUSH: 14,
   BLOCK_STATUS: 15,
+  /**
+   * Atomic compare-and-write of a range within one object, executed at the shard primary under
+   * the object's range lock: cluster-wide atomic (SCSI COMPARE AND WRITE, VMware ATS). Payload:
+   * compare bytes + their CRCs, write bytes + their CRCs, parents. `version` carries the client's
+   * attempt token (same on retries). Reply payload: CompareAndWriteResult (8 bytes).
+   */
+  COMPARE_AND_WRITE: 16,
   /** Peer ops, primary -> replica, whole 4 KiB blocks only. */
   REPLICA_WRITE: 20,
   REPLICA_TRIM: 21,
@@ -58,7 +65,7 @@ export function opName(op: number): string {
 
 /** Ops that may carry the volume's ancestor chain. */
 export function opTakesParents(op: number): boolean {
-  return op === Op.READ || op === Op.WRITE || op === Op.TRIM || op === Op.WRITE_ZEROES || op === Op.BLOCK_STATUS;
+  return op === Op.READ || op === Op.WRITE || op === Op.TRIM || op === Op.WRITE_ZEROES || op === Op.BLOCK_STATUS || op === Op.COMPARE_AND_WRITE;
 }
 
 /** Ops whose request payload is data followed by per-4 KiB CRCs. */
@@ -150,6 +157,7 @@ function readU64(b: Buffer, at: number, field: string): number {
  * 40 u32 length  44 u32 reserved(0)  48 u64 version  56 u64 placementId  64 u32 shard
  * 68 u32 crc32c(bytes 0..67)
  * Payload: WRITE / REPLICA_WRITE: data, one u32 CRC32C per 4 KiB chunk, then parents;
+ * COMPARE_AND_WRITE: compare data + its CRCs, write data + its CRCs (each as for WRITE), parents;
  * READ, TRIM, WRITE_ZEROES, BLOCK_STATUS: parents (u64 each); HELLO: 32 bytes; others: none.
  */
 export function encodeRequestHeader(h: RequestHeader, b: Buffer, at = 0): void {
@@ -205,6 +213,9 @@ export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
   const parentBytes = h.parentCount * PARENT_ID_BYTES;
   if (opCarriesData(h.op)) {
     if (h.payloadBytes !== dataPayloadBytes(h.length) + parentBytes) throw invalid(`payload ${h.payloadBytes} != ${h.length} data bytes + CRCs + ${h.parentCount} parents`);
+  } else if (h.op === Op.COMPARE_AND_WRITE) {
+    if (h.length === 0 || h.length > COMPARE_AND_WRITE_BYTES_MAX) throw invalid(`COMPARE_AND_WRITE of ${h.length} bytes (1..${COMPARE_AND_WRITE_BYTES_MAX})`);
+    if (h.payloadBytes !== 2 * dataPayloadBytes(h.length) + parentBytes) throw invalid(`payload ${h.payloadBytes} != 2 x (${h.length} data bytes + CRCs) + ${h.parentCount} parents`);
   } else if (h.op === Op.HELLO) {
     if (h.payloadBytes !== 32) throw invalid(`HELLO payload of ${h.payloadBytes} bytes`);
   } else if (h.op === Op.SHARD_SYNC) {
@@ -286,6 +297,46 @@ export function splitDataPayload(payload: Buffer, length: number, extraBytes = 0
   if (payload.length !== length + n * CRC_BYTES + extraBytes) throw invalid(`data payload of ${payload.length} bytes does not hold ${length} bytes + CRCs`);
   const data = payload.subarray(0, length);
   return { data, crcs: readCrcs(payload, length, n) };
+}
+
+/** The two halves of a COMPARE_AND_WRITE payload (views, no copy); the parents follow them. */
+export function splitCompareAndWritePayload(payload: Buffer, length: number, parentCount: number): { compare: Buffer; compareCrcs: Uint32Array; data: Buffer; crcs: Uint32Array } {
+  const half = dataPayloadBytes(length);
+  if (payload.length !== 2 * half + parentCount * PARENT_ID_BYTES) throw invalid(`COMPARE_AND_WRITE payload of ${payload.length} bytes does not hold 2 x ${length} bytes + CRCs + ${parentCount} parents`);
+  const first = splitDataPayload(payload.subarray(0, half), length);
+  const second = splitDataPayload(payload.subarray(half, 2 * half), length);
+  return { compare: first.data, compareCrcs: first.crcs, data: second.data, crcs: second.crcs };
+}
+
+/** What a COMPARE_AND_WRITE did: wrote the data, or nothing because the range differed at `offset`. */
+export type CompareAndWriteResult = { written: true } | { written: false; offset: number };
+
+export const COMPARE_AND_WRITE_RESULT_BYTES = 8;
+const CAW_WRITTEN = 0;
+const CAW_MISCOMPARE = 1;
+
+/**
+ * COMPARE_AND_WRITE reply payload, 8 bytes: 0 u32 outcome (0 written, 1 miscompare)
+ * 4 u32 byte offset of the first difference within the request's range (0 when written).
+ */
+export function encodeCompareAndWriteResult(r: CompareAndWriteResult): Buffer {
+  const b = Buffer.alloc(COMPARE_AND_WRITE_RESULT_BYTES);
+  b.writeUInt32LE(r.written ? CAW_WRITTEN : CAW_MISCOMPARE, 0);
+  b.writeUInt32LE(r.written ? 0 : r.offset, 4);
+  return b;
+}
+
+export function decodeCompareAndWriteResult(b: Buffer): CompareAndWriteResult {
+  if (b.length !== COMPARE_AND_WRITE_RESULT_BYTES) throw invalid(`COMPARE_AND_WRITE result of ${b.length} bytes`);
+  const outcome = b.readUInt32LE(0);
+  const offset = b.readUInt32LE(4);
+  if (outcome === CAW_WRITTEN) {
+    if (offset !== 0) throw invalid('COMPARE_AND_WRITE written with a miscompare offset');
+    return { written: true };
+  }
+  if (outcome !== CAW_MISCOMPARE) throw invalid(`unknown COMPARE_AND_WRITE outcome ${outcome}`);
+  if (offset >= COMPARE_AND_WRITE_BYTES_MAX) throw invalid(`miscompare offset ${offset} beyond any COMPARE_AND_WRITE range`);
+  return { written: false, offset };
 }
 
 function readCrcs(b: Buffer, at: number, n: number): Uint32Array {

@@ -26,6 +26,13 @@ export const CRC_BYTES = 4;
 /** Largest data payload one frame carries: a whole object plus its CRCs. Checked at header decode. */
 export const FRAME_PAYLOAD_BYTES_MAX = OBJECT_BYTES + (OBJECT_BYTES / BLOCK_BYTES) * CRC_BYTES;
 
+/**
+ * Largest COMPARE_AND_WRITE range. SCSI's COMPARE AND WRITE carries at most 255 logical blocks
+ * (storpool-iscsi offers 255 x 512 B) and VMware's ATS uses one; 1 MiB bounds the bytes read and
+ * compared under the object's range lock, and keeps the request (both halves) within one frame.
+ */
+export const COMPARE_AND_WRITE_BYTES_MAX = 1024 * 1024;
+
 /** Requests one connection may have in flight; bounds server memory at depth x payload max. */
 export const CONNECTION_REQUESTS_IN_FLIGHT_MAX = 256;
 
@@ -41,3 +48,5 @@ assert(OBJECT_BYTES % BLOCK_BYTES === 0);
 assert(BLOCKS_PER_OBJECT <= 0xffff, 'block index within an object must fit u16');
 assert(VOLUME_BYTES_MAX / OBJECT_BYTES <= 0xffffffff, 'object index must fit u32');
 assert(FRAME_PAYLOAD_BYTES_MAX < 2 ** 32);
+assert(COMPARE_AND_WRITE_BYTES_MAX <= OBJECT_BYTES, 'a compare-and-write lies inside one object');
+assert(2 * (COMPARE_AND_WRITE_BYTES_MAX + (COMPARE_AND_WRITE_BYTES_MAX / BLOCK_BYTES) * CRC_BYTES) <= FRAME_PAYLOAD_BYTES_MAX, 'both halves of a compare-and-write fit one frame');

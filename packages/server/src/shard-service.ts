@@ -20,11 +20,13 @@ import {
   chunkCrcs,
   decodeParents,
   crc32c,
+  encodeCompareAndWriteResult,
   encodeCrcs,
   encodeObjectList,
   encodeScrubStatus,
   firstBadChunk,
   opName,
+  splitCompareAndWritePayload,
   splitDataPayload,
   type RequestHeader,
   type ScrubCommandCode,
@@ -34,6 +36,7 @@ import {
   VERSION_TERM_SCALE,
 } from '@storpool/protocol';
 import type { Logger } from 'pino';
+import { CawAttempts, firstDifference } from './compare-and-write.js';
 import { RangeLockTable } from './range-locks.js';
 import { ShardSync, type SyncRun } from './shard-sync.js';
 import type { ObjectKey, ReadResult, StoreStats } from './store/index.js';
@@ -91,16 +94,21 @@ export interface ServiceCounters {
   readRepairFailures: number;
   replicaWrites: number;
   replicaFailures: number;
+  compareAndWrites: number;
+  compareAndWriteMiscompares: number;
+  /** Retries of an attempt this primary had written, answered "written" (see CawAttempts). */
+  compareAndWriteRetriesWritten: number;
 }
 
 const OBJECT_LIST_LIMIT_MAX = 65536;
 
 export class ShardService {
-  readonly counters: ServiceCounters = { requests: 0, staleEpochRefused: 0, readRepairs: 0, readRepairFailures: 0, replicaWrites: 0, replicaFailures: 0 };
+  readonly counters: ServiceCounters = { requests: 0, staleEpochRefused: 0, readRepairs: 0, readRepairFailures: 0, replicaWrites: 0, replicaFailures: 0, compareAndWrites: 0, compareAndWriteMiscompares: 0, compareAndWriteRetriesWritten: 0 };
   readonly #o: ShardServiceOptions;
   readonly #locks = new RangeLockTable();
   /** Next version per object at this primary; seeded from the store on first use. */
   readonly #versions = new Map<string, number>();
+  readonly #cawAttempts = new CawAttempts();
   readonly #sync: ShardSync;
   #prunedAtEpoch = 0;
 
@@ -146,6 +154,7 @@ export class ShardService {
       case Op.TRIM:
       case Op.WRITE_ZEROES:
       case Op.BLOCK_STATUS:
+      case Op.COMPARE_AND_WRITE:
         return this.#primaryOp(h, payload);
       case Op.REPLICA_WRITE:
       case Op.REPLICA_TRIM:
@@ -203,6 +212,8 @@ export class ShardService {
       case Op.TRIM:
       case Op.WRITE_ZEROES:
         return this.#mutate(h, key, firstBlock, endBlock, placement, parents, undefined, undefined);
+      case Op.COMPARE_AND_WRITE:
+        return this.#compareAndWrite(h, key, firstBlock, endBlock, placement, parents, payload);
       default:
         throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a primary op`);
     }
@@ -331,9 +342,7 @@ export class ShardService {
    * written (or released); partial edge blocks are read, merged and written whole.
    */
   async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, placement: ShardPlacement, parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
-    if (placement.replicas.length < placement.minReplicas) {
-      throw new StorpoolError('REPL_ERR_TOO_FEW_REPLICAS', `group ${h.group} shard ${h.shard} has ${placement.replicas.length} in-sync copies, fewer than its minimum ${placement.minReplicas}: writes wait until a disk returns or is replaced`);
-    }
+    requireMinReplicas(h, placement);
     const replicas = placement.replicas;
     let result: OpResult;
     const toCopy: SyncRun[] = [];
@@ -382,6 +391,74 @@ export class ShardService {
     }
     for (const s of toCopy) await this.#sync.pushLocked(s, key, h.placementId, h.shard);
     return result;
+  }
+
+  /**
+   * COMPARE_AND_WRITE: under the same range lock as WRITE (so ordered with every write, trim and
+   * other compare-and-write of an overlapping range at this primary, the only place they all pass),
+   * read the range as the volume sees it, compare, and only on equality write it as WRITE does: one
+   * new version, the same fan-out to replicas and joining disks. Replicas get an ordinary
+   * REPLICA_WRITE; a miscompare changes nothing anywhere.
+   *
+   * DURABILITY: as WRITE's: "written" is answered only after the local store and every replica
+   * made the write durable. A failure after the local write leaves the same state as a failed
+   * WRITE (some copies new, the client retries); the retry with the same token is answered
+   * "written" while this primary remembers the attempt (CawAttempts), never "miscompare".
+   */
+  async #compareAndWrite(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, placement: ShardPlacement, parents: readonly number[], payload: Buffer): Promise<OpResult> {
+    const { compare, compareCrcs, data, crcs } = splitCompareAndWritePayload(payload, h.length, h.parentCount);
+    if (firstBadChunk(compare, compareCrcs) !== -1 || firstBadChunk(data, crcs) !== -1) {
+      throw new StorpoolError('WIRE_ERR_CHECKSUM', `compare-and-write to ${h.volumeId}/${h.objectIndex}@${h.offset}: data does not match its CRC32C (corrupted in transit)`);
+    }
+    requireMinReplicas(h, placement);
+    this.counters.compareAndWrites++;
+    const token = h.version;
+    let result: OpResult;
+    const toCopy: SyncRun[] = [];
+    const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
+    try {
+      const current = await this.#readChain(h, key, firstBlock, endBlock, placement.replicas, parents);
+      const skip = h.offset - firstBlock * BLOCK_BYTES;
+      const range = current.data.subarray(skip, skip + h.length);
+      const retried = this.#cawAttempts.wasWritten(key, token);
+      const at = retried ? -1 : firstDifference(range, compare);
+      if (at >= 0) {
+        this.counters.compareAndWriteMiscompares++;
+        result = { payload: [encodeCompareAndWriteResult({ written: false, offset: at })], version: current.version };
+      } else if (retried && !range.equals(data)) {
+        // Written by the earlier attempt, and changed since by a later write: nothing to redo.
+        this.counters.compareAndWriteRetriesWritten++;
+        result = { payload: [encodeCompareAndWriteResult({ written: true })], version: current.version };
+      } else {
+        if (retried) this.counters.compareAndWriteRetriesWritten++;
+        // Written again even on a retry: a replica the first attempt missed gets the data.
+        result = await this.#writeCompared(h, key, firstBlock, placement, current.data, skip, data, crcs, token, toCopy);
+      }
+    } finally {
+      release();
+    }
+    for (const s of toCopy) await this.#sync.pushLocked(s, key, h.placementId, h.shard);
+    return result;
+  }
+
+  /** The write half of COMPARE_AND_WRITE, under its range lock: `data` laid over the blocks just read. */
+  async #writeCompared(h: RequestHeader, key: ObjectKey, firstBlock: number, placement: ShardPlacement, current: Buffer, skip: number, data: Buffer, crcs: Uint32Array, token: number, toCopy: SyncRun[]): Promise<OpResult> {
+    const fan = this.#fanout(placement, h, key, toCopy);
+    const version = this.#nextVersion(key, placement.term);
+    const aligned = skip === 0 && data.length % BLOCK_BYTES === 0;
+    let blocks = data;
+    let blockCrcs = crcs; // the client's CRCs go to disk as they are: end to end
+    if (!aligned) {
+      blocks = Buffer.from(current);
+      data.copy(blocks, skip);
+      blockCrcs = chunkCrcs(blocks);
+    }
+    const writes = this.#fanOutWrite(h, key, fan, firstBlock, blocks, blockCrcs, version);
+    const results = await Promise.allSettled(writes);
+    // writes[0] is the local store's: once it holds the data, a retry must not see a miscompare.
+    if (results[0]!.status === 'fulfilled' && token > 0) this.#cawAttempts.recordWritten(key, token);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    return { payload: [encodeCompareAndWriteResult({ written: true })], version };
   }
 
   /**
@@ -539,6 +616,12 @@ interface Fanout {
 }
 
 const NO_JOINERS: readonly SyncRun[] = Object.freeze([]);
+
+function requireMinReplicas(h: RequestHeader, placement: ShardPlacement): void {
+  if (placement.replicas.length < placement.minReplicas) {
+    throw new StorpoolError('REPL_ERR_TOO_FEW_REPLICAS', `group ${h.group} shard ${h.shard} has ${placement.replicas.length} in-sync copies, fewer than its minimum ${placement.minReplicas}: writes wait until a disk returns or is replaced`);
+  }
+}
 
 function locate(router: ShardRouter, h: RequestHeader): { shard: number; replicas: readonly number[] } {
   return router.locate(h.group, h.placementId, h.objectIndex);
