@@ -22,8 +22,12 @@ import {
   decodeCompareAndWriteResult,
   decodeObjectList,
   decodeScrubStatus,
+  decodeShardReleaseResult,
   decodeShardSyncResult,
+  encodeShardReleaseRequest,
   encodeShardSyncRequest,
+  type ShardReleaseRequest,
+  type ShardReleaseResult,
   type ShardSyncRequest,
   type ShardSyncResult,
   encodeCrcs,
@@ -197,6 +201,13 @@ export class StorpoolClient {
     const conn = await this.#pool.get(primaryDisk);
     const reply = await conn.request(diskRequest(Op.SHARD_SYNC, this.#view.router.epoch, { group: request.group }), [encodeShardSyncRequest(request)], timeoutMs);
     return decodeShardSyncResult(reply.payload);
+  }
+
+  /** Asks a disk to forget its copies of shards that moved away (it checks that they did). */
+  async shardRelease(diskId: number, request: ShardReleaseRequest, timeoutMs: number): Promise<ShardReleaseResult> {
+    const conn = await this.#pool.get(diskId);
+    const reply = await conn.request(diskRequest(Op.SHARD_RELEASE, this.#view.router.epoch, { group: request.group }), [encodeShardReleaseRequest(request)], timeoutMs);
+    return decodeShardReleaseResult(reply.payload);
   }
 
   /** Starts a scrub pass on a disk (a running one goes on), stops it, or only reports (the default). */

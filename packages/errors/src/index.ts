@@ -32,6 +32,7 @@ export const ERRORS = {
   MAP_ERR_NOT_PRIMARY: { wire: 41, http: 409, nbdErrno: 5, cliExit: 5, transient: true, summary: 'this disk is not the primary of the shard' },
   MAP_ERR_INVALID: { wire: 42, http: 400, nbdErrno: 22, cliExit: 2, transient: false, summary: 'the shard map is invalid' },
   MAP_ERR_NOT_REPLICA: { wire: 43, http: 409, nbdErrno: 5, cliExit: 5, transient: true, summary: 'this disk holds no replica of the shard' },
+  MAP_ERR_NOT_SURPLUS: { wire: 44, http: 409, nbdErrno: 5, cliExit: 5, transient: true, summary: 'this disk still holds or joins the shard, or it is not fully replicated elsewhere: its copy stays' },
   REPL_ERR_REPLICA_FAILED: { wire: 60, http: 503, nbdErrno: 5, cliExit: 5, transient: true, summary: 'a replica did not confirm the write' },
   REPL_ERR_TOO_FEW_REPLICAS: { wire: 61, http: 503, nbdErrno: 5, cliExit: 5, transient: true, summary: 'the shard has fewer in-sync copies than its minimum: writes wait until a copy returns' },
   REPL_ERR_SYNC_FAILED: { wire: 62, http: 503, nbdErrno: 5, cliExit: 5, transient: true, summary: 'a catch-up copy to a joining disk failed (it is retried)' },

@@ -11,9 +11,13 @@
  * - Catch-up: for every shard with joining disks, the leader asks the shard's primary to copy the
  *   shard to the joining disk (SHARD_SYNC: only objects whose version differs are copied) and then
  *   promotes the disk to in sync. Progress per target disk is reported as a recovery task.
+ * - Release: once no shard of a group is joining any more, a disk that still has copies of shards
+ *   it neither holds nor joins (they moved away: rebalancing, soft-eject, a rebuild while it was
+ *   gone) is asked to forget them (SHARD_RELEASE; the disk checks the map itself), so moving data
+ *   frees space where it came from. Once per disk and map epoch.
  */
 import type { StorpoolClient } from '@storpool/client';
-import type { ShardSyncResult } from '@storpool/protocol';
+import type { ShardMap, ShardSyncResult } from '@storpool/protocol';
 import type { Logger } from 'pino';
 import type { ClusterModel } from './cluster-model.js';
 import { promoteJoined } from './shard-map.js';
@@ -58,6 +62,10 @@ export interface RecoveryCounters {
   syncFailures: number;
   shardsPromoted: number;
   bytesCopied: number;
+  releases: number;
+  releaseFailures: number;
+  objectsReleased: number;
+  bytesReleased: number;
 }
 
 /** Extra silence allowed, after a leader starts, to a disk it has not heard from yet. */
@@ -67,6 +75,14 @@ const MISSES_MIN = 3;
 /** Marking a disk down never leaves fewer than this fraction of the disks up. */
 const UP_FRACTION_MIN = 0.5;
 
+/** Per disk since this instance started: times marked down, catch-up bytes copied to it, bytes it released. */
+export interface PerDiskCounters {
+  markedDown: number;
+  bytesCopied: number;
+  objectsCopied: number;
+  bytesReleased: number;
+}
+
 interface SyncJob {
   primary: number;
   target: number;
@@ -75,15 +91,19 @@ interface SyncJob {
 }
 
 export class Recovery {
-  readonly counters: RecoveryCounters = { probes: 0, probeFailures: 0, disksMarkedDown: 0, disksMarkedUp: 0, disksMarkedGone: 0, syncs: 0, syncFailures: 0, shardsPromoted: 0, bytesCopied: 0 };
-  /** Per disk since this instance started: times marked down, catch-up bytes copied to it. */
-  readonly perDisk = new Map<number, { markedDown: number; bytesCopied: number; objectsCopied: number }>();
+  readonly counters: RecoveryCounters = { probes: 0, probeFailures: 0, disksMarkedDown: 0, disksMarkedUp: 0, disksMarkedGone: 0, syncs: 0, syncFailures: 0, shardsPromoted: 0, bytesCopied: 0, releases: 0, releaseFailures: 0, objectsReleased: 0, bytesReleased: 0 };
+  readonly perDisk = new Map<number, PerDiskCounters>();
   readonly #o: RecoveryOptions;
   /** diskId -> last time it answered this leader (ms). */
   readonly #lastSeen = new Map<number, number>();
   /** When this instance started leading: disks it never heard from get a grace period from then. */
   #leadingSince: number | undefined;
   readonly #tasks = new Map<number, RecoveryTask>();
+  /**
+   * `${diskId}/${group}` -> shards the disk held or joined, or could not yet release, since its
+   * last release in that group: the only ones it may have surplus copies of. Absent: unknown (all).
+   */
+  readonly #held = new Map<string, Set<number>>();
   /** Consecutive failed probes per disk. */
   readonly #misses = new Map<number, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -128,6 +148,7 @@ export class Recovery {
     if (this.#stopped) return;
     if (!this.#o.isLeader()) {
       this.#lastSeen.clear();
+      this.#held.clear();
       this.#leadingSince = undefined;
       return;
     }
@@ -219,17 +240,20 @@ export class Recovery {
       });
     }
     for (const id of this.#tasks.keys()) if (!perTarget.has(id)) this.#tasks.delete(id);
-    if (jobs.size === 0) return;
-    for (const [target, count] of perTarget) {
-      const task = this.#tasks.get(target);
-      if (task === undefined) this.#tasks.set(target, { diskId: target, allShards: count, completedShards: 0, objectsCompared: 0, objectsCopied: 0, bytesCopied: 0, startedAt: Date.now() });
-      else task.allShards = task.completedShards + count;
-    }
     const dataIds = new Map<number, [number, number][]>();
     for (const o of state.objects.values()) {
       const list = dataIds.get(o.group) ?? [];
       list.push([o.dataId, o.placementId]);
       dataIds.set(o.group, list);
+    }
+    if (jobs.size === 0) {
+      await this.#releaseSurplus(client, state, map, dataIds);
+      return;
+    }
+    for (const [target, count] of perTarget) {
+      const task = this.#tasks.get(target);
+      if (task === undefined) this.#tasks.set(target, { diskId: target, allShards: count, completedShards: 0, objectsCompared: 0, objectsCopied: 0, bytesCopied: 0, startedAt: Date.now() });
+      else task.allShards = task.completedShards + count;
     }
     const batch = this.#o.shardsPerSync ?? 64;
     // One job per target at a time, different targets in parallel.
@@ -247,11 +271,62 @@ export class Recovery {
     }));
   }
 
-  #disk(id: number): { markedDown: number; bytesCopied: number; objectsCopied: number } {
+  #disk(id: number): PerDiskCounters {
     let d = this.perDisk.get(id);
-    if (d === undefined) this.perDisk.set(id, (d = { markedDown: 0, bytesCopied: 0, objectsCopied: 0 }));
+    if (d === undefined) this.perDisk.set(id, (d = { markedDown: 0, bytesCopied: 0, objectsCopied: 0, bytesReleased: 0 }));
     return d;
   }
+
+  /**
+   * Asks disks to forget their copies of shards they neither hold nor join any more, in groups
+   * where nothing joins (a settled placement) and the shard is in sync on `replication` disks. Only
+   * shards the disk was listed in since its last release are asked about (all, for a new leader),
+   * and only disks that answer probes; a failed request is retried next round.
+   */
+  async #releaseSurplus(client: StorpoolClient, state: State, map: ShardMap, dataIds: Map<number, [number, number][]>): Promise<void> {
+    await Promise.all(map.disks.map(async ({ id }) => {
+      const up = state.disks.get(id)?.down !== true && this.#misses.get(id) === 0;
+      for (const g of map.groups) {
+        const key = `${id}/${g.id}`;
+        const prior = this.#held.get(key);
+        const held = new Set<number>();
+        const candidates: number[] = [];
+        const waiting = new Set<number>();
+        const settled = (g.joining ?? []).every((j) => j.length === 0);
+        g.shards.forEach((inSync, shard) => {
+          if (inSync.includes(id) || g.joining?.[shard]?.includes(id) === true) held.add(shard);
+          else if (prior !== undefined && !prior.has(shard)) return;
+          else if (up && settled && inSync.length >= g.replication) candidates.push(shard);
+          else waiting.add(shard);
+        });
+        // What is still unknown or waiting stays to be asked about later.
+        const keep = (): void => {
+          if (prior === undefined) return;
+          this.#held.set(key, new Set([...held, ...waiting, ...candidates]));
+        };
+        if (candidates.length === 0 || this.#stopped || !this.#o.isLeader()) {
+          if (prior === undefined && waiting.size === 0 && candidates.length === 0) this.#held.set(key, held);
+          else keep();
+          continue;
+        }
+        this.counters.releases++;
+        try {
+          await client.refreshMap();
+          const r = await client.shardRelease(id, { group: g.id, shards: candidates, dataIds: dataIds.get(g.id) ?? [] }, this.#o.syncTimeoutMs ?? 600_000);
+          this.counters.objectsReleased += r.objectsReleased;
+          this.counters.bytesReleased += r.bytesReleased;
+          this.#disk(id).bytesReleased += r.bytesReleased;
+          if (prior === undefined && waiting.size > 0) continue;
+          this.#held.set(key, new Set([...held, ...waiting]));
+        } catch (err) {
+          this.counters.releaseFailures++;
+          keep();
+          this.#o.log.warn({ diskId: id, group: g.id, err: (err as Error).message }, 'release of surplus copies failed; retried next round');
+        }
+      }
+    }));
+  }
+
 
   async #sync(client: StorpoolClient, job: SyncJob, shards: number[], dataIds: [number, number][]): Promise<boolean> {
     const task = this.#tasks.get(job.target)!;

@@ -2,8 +2,9 @@
  * min_size, re-replication and rebalancing with real processes (the local cluster, 4 disks,
  * replication 3): two disks die → shards with one copy left refuse writes, reads go on; one comes
  * back and catches up; the other stays away past the re-replication timeout → its copies are rebuilt
- * on the three survivors; a fifth disk joins → about a quarter of the shards move onto it. Every
- * step ends with all data read back right from every in-sync copy.
+ * on the three survivors; a fifth disk joins → about a quarter of the shards move onto it, and the
+ * disks they left forget their copies (space freed). Every step ends with all data read back right
+ * from every in-sync copy.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -175,6 +176,8 @@ describe('copies lost and rebuilt', () => {
     await verifyAll(v, s, (i) => gen.get(i)!);
 
     // A fifth disk joins the placement group: about a quarter of the shards move onto it.
+    const usedBefore = new Map<number, number>();
+    for (const d of [1, 2, 4]) usedBefore.set(d, ((await client.diskStats(d)) as { store: { blocksUsed: number } }).store.blocksUsed);
     const path5 = join(dir, 'disk-5.img');
     await new Promise<void>((resolve, reject) => {
       const init = spawn(process.execPath, [SERVER_BIN, 'disk', 'init', path5, '--size', String(256 * MiB), '--cluster-id', cluster.service.cluster.clusterId, '--disk-id', '5'], { stdio: 'inherit' });
@@ -194,6 +197,23 @@ describe('copies lost and rebuilt', () => {
     await until('the client at the map with disk 5', async () => ((await client.refreshMap()).epoch >= epoch5 ? true : undefined));
     const objects5 = await client.listObjects(5);
     expect(objects5.filter((o) => o.volumeId === s.volumeId && o.allocatedBlocks > 0).length).toBeGreaterThan(0);
+    await verifyAll(v, s, (i) => gen.get(i)!);
+
+    // The disks the shards left forget their copies: each disk holds objects of its own shards only.
+    await until('surplus copies released', async () => {
+      await client.refreshMap();
+      for (const d of [1, 2, 4, 5]) {
+        const held = (await client.listObjects(d)).filter((o) => o.volumeId === s.volumeId);
+        if (held.some((o) => !client.router.locate(s.group, s.placementId ?? s.volumeId, o.objectIndex).replicas.includes(d))) return undefined;
+      }
+      return true;
+    });
+    const counters = cluster.service.recovery.counters;
+    expect(counters.objectsReleased).toBeGreaterThan(0);
+    expect(counters.bytesReleased).toBeGreaterThan(0);
+    let freed = 0;
+    for (const d of [1, 2, 4]) freed += usedBefore.get(d)! - ((await client.diskStats(d)) as { store: { blocksUsed: number } }).store.blocksUsed;
+    expect(freed).toBeGreaterThan(0);
     await verifyAll(v, s, (i) => gen.get(i)!);
   }, 400_000);
 });

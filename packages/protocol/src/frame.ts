@@ -54,6 +54,12 @@ export const Op = {
    * reply payload: ShardSyncResult as JSON.
    */
   SHARD_SYNC: 33,
+  /**
+   * Sent by the management service to a disk that no longer holds some shards (they moved away and
+   * are in sync on enough other disks): forget its objects of them. Payload: ShardReleaseRequest as
+   * JSON; reply payload: ShardReleaseResult as JSON.
+   */
+  SHARD_RELEASE: 34,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_CODES: ReadonlySet<number> = new Set(Object.values(Op));
@@ -218,8 +224,8 @@ export function decodeRequestHeader(b: Buffer, at = 0): RequestHeader {
     if (h.payloadBytes !== 2 * dataPayloadBytes(h.length) + parentBytes) throw invalid(`payload ${h.payloadBytes} != 2 x (${h.length} data bytes + CRCs) + ${h.parentCount} parents`);
   } else if (h.op === Op.HELLO) {
     if (h.payloadBytes !== 32) throw invalid(`HELLO payload of ${h.payloadBytes} bytes`);
-  } else if (h.op === Op.SHARD_SYNC) {
-    if (h.payloadBytes === 0) throw invalid('SHARD_SYNC needs a payload');
+  } else if (h.op === Op.SHARD_SYNC || h.op === Op.SHARD_RELEASE) {
+    if (h.payloadBytes === 0) throw invalid(`${opName(h.op)} needs a payload`);
   } else if (h.payloadBytes !== parentBytes) {
     throw invalid(`${opName(h.op)} payload of ${h.payloadBytes} bytes, expected ${h.parentCount} parents`);
   }

@@ -43,24 +43,68 @@ export function encodeShardSyncRequest(r: ShardSyncRequest): Buffer {
 }
 
 export function decodeShardSyncRequest(payload: Buffer): ShardSyncRequest {
+  return parseJsonPayload('SHARD_SYNC', payload, requestSchema) as ShardSyncRequest;
+}
+
+function parseJsonPayload(op: string, payload: Buffer, schema: z.ZodTypeAny): unknown {
   let value: unknown;
   try {
     value = JSON.parse(payload.toString('utf8'));
   } catch (err) {
-    throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `SHARD_SYNC payload is not JSON: ${(err as Error).message}`);
+    throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `${op} payload is not JSON: ${(err as Error).message}`);
   }
-  const parsed = requestSchema.safeParse(value);
+  const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `SHARD_SYNC payload: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+    throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `${op} payload: ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
   }
-  return parsed.data as ShardSyncRequest;
+  return parsed.data;
 }
 
 export function decodeShardSyncResult(payload: Buffer): ShardSyncResult {
   const value = JSON.parse(payload.toString('utf8')) as ShardSyncResult;
   for (const k of ['objectsCompared', 'objectsPushed', 'objectsReleased', 'bytesPushed'] as const) {
     if (typeof value[k] !== 'number') throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `SHARD_SYNC reply lacks ${k}`);
+  }
+  return value;
+}
+
+/**
+ * SHARD_RELEASE: a disk forgets its objects of shards it no longer holds. The disk itself checks,
+ * on its own map at the request's epoch or later, that the shards are in sync on at least
+ * `replication` other disks and that it neither holds nor joins them; else it keeps them.
+ */
+export interface ShardReleaseRequest {
+  group: number;
+  shards: number[];
+  /** As in ShardSyncRequest: [dataId, placementId] of the group's volumes and snapshots. */
+  dataIds: [number, number][];
+}
+
+export interface ShardReleaseResult {
+  objectsReleased: number;
+  /** Data bytes those objects held. */
+  bytesReleased: number;
+}
+
+const releaseSchema = z.object({
+  group: z.number().int().min(0).max(0xffff),
+  shards: z.array(z.number().int().min(0).max(1 << 20)).min(1),
+  dataIds: z.array(z.tuple([id, id])),
+});
+
+export function encodeShardReleaseRequest(r: ShardReleaseRequest): Buffer {
+  return Buffer.from(JSON.stringify(r));
+}
+
+export function decodeShardReleaseRequest(payload: Buffer): ShardReleaseRequest {
+  return parseJsonPayload('SHARD_RELEASE', payload, releaseSchema) as ShardReleaseRequest;
+}
+
+export function decodeShardReleaseResult(payload: Buffer): ShardReleaseResult {
+  const value = JSON.parse(payload.toString('utf8')) as ShardReleaseResult;
+  for (const k of ['objectsReleased', 'bytesReleased'] as const) {
+    if (typeof value[k] !== 'number') throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `SHARD_RELEASE reply lacks ${k}`);
   }
   return value;
 }

@@ -38,6 +38,7 @@ import {
 import type { Logger } from 'pino';
 import { CawAttempts, firstDifference } from './compare-and-write.js';
 import { RangeLockTable } from './range-locks.js';
+import { ShardRelease } from './shard-release.js';
 import { ShardSync, type SyncRun } from './shard-sync.js';
 import type { ObjectKey, ReadResult, StoreStats } from './store/index.js';
 
@@ -46,6 +47,8 @@ export interface ObjectStore {
   read(key: ObjectKey, firstBlock: number, blockCount: number): Promise<ReadResult>;
   write(key: ObjectKey, firstBlock: number, data: Buffer, crcs: Uint32Array, version: number): Promise<void>;
   trim(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
+  /** Removes the object with its version (see DiskStore.forget). */
+  forget(key: ObjectKey): Promise<void>;
   zero(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
   repair(key: ObjectKey, block: number, data: Buffer, crc: number): Promise<unknown>;
   allocation(key: ObjectKey, firstBlock: number, blockCount: number): Uint8Array;
@@ -110,6 +113,7 @@ export class ShardService {
   readonly #versions = new Map<string, number>();
   readonly #cawAttempts = new CawAttempts();
   readonly #sync: ShardSync;
+  readonly #release: ShardRelease;
   #prunedAtEpoch = 0;
 
   constructor(options: ShardServiceOptions) {
@@ -124,6 +128,7 @@ export class ShardService {
       refreshRouter: () => options.view.refresh(),
       lockObject: (key) => this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, 0, BLOCKS_PER_OBJECT),
     });
+    this.#release = new ShardRelease({ diskId: options.diskId, store: options.store, log: options.log, router: () => options.view.router, refreshRouter: () => options.view.refresh() });
   }
 
   get epoch(): number {
@@ -142,10 +147,15 @@ export class ShardService {
         // Every write is durable before it is acknowledged, so FLUSH has nothing left to do.
         return { payload: [], version: 0 };
       case Op.STATS:
-        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters, sync: this.#sync.counters, ...this.#o.statsExtra?.() }))], version: 0 };
+        return { payload: [Buffer.from(JSON.stringify({ diskId: this.#o.diskId, epoch: this.epoch, store: this.#o.store.stats(), service: this.counters, sync: this.#sync.counters, release: this.#release.counters, ...this.#o.statsExtra?.() }))], version: 0 };
       case Op.SHARD_SYNC:
         return { payload: [Buffer.from(JSON.stringify(await this.#sync.run(h, payload)))], version: 0 };
+      case Op.SHARD_RELEASE:
+        return { payload: [Buffer.from(JSON.stringify(await this.#release.run(h, payload)))], version: 0 };
       case Op.OBJECT_LIST:
+        // At the lister's epoch, with no forget of a surplus copy still in flight (see shard-release.ts).
+        if (h.epoch > this.epoch) await this.#o.view.refresh();
+        await this.#release.settled();
         return this.#objectList(h);
       case Op.PURGE:
         return this.#purge(h);
@@ -592,7 +602,7 @@ export class ShardService {
     for (;;) {
       const batch = store.listObjects({ after, limit: 256 }).filter((o) => o.key.volumeId === h.volumeId);
       if (batch.length === 0) break;
-      await Promise.all(batch.map((o) => store.trim(o.key, 0, BLOCKS_PER_OBJECT, o.version)));
+      await Promise.all(batch.map((o) => store.forget(o.key)));
       purged += batch.length;
       after = batch[batch.length - 1]!.key;
     }

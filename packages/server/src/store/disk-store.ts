@@ -83,7 +83,7 @@ export interface StoreStats {
   noSpaceErrors: number;
 }
 
-type OpKind = 'write' | 'trim' | 'zero' | 'repair';
+type OpKind = 'write' | 'trim' | 'zero' | 'repair' | 'forget';
 
 interface Op {
   kind: OpKind;
@@ -300,6 +300,21 @@ export class DiskStore {
   }
 
   /**
+   * Removes the object altogether: its blocks are released and its entry leaves the index, version
+   * included (objectVersion() is 0 again, listObjects() no longer shows it). For copies this disk no
+   * longer holds (a deleted volume, a shard that moved away): a trim would keep the version, and a
+   * later catch-up comparing versions would take the emptied copy for a current one.
+   *
+   * DURABILITY: as for trim(): journaled and committed before the promise resolves.
+   */
+  async forget(key: ObjectKey): Promise<void> {
+    this.checkUsable();
+    checkObjectKey(key);
+    this.counters.trims++;
+    await this.enqueue('forget', key, 0, BLOCKS_PER_OBJECT, null, null, 0);
+  }
+
+  /**
    * Marks whole blocks as zeros without falling through to parent snapshots (zero markers), and
    * releases the data blocks they replace. For trim/write-zeroes in a volume that has parents.
    *
@@ -379,7 +394,7 @@ export class DiskStore {
     return this.reader.object(keyBytes, keyBytes.toString('latin1'))?.version ?? 0;
   }
 
-  /** Objects in key order, starting after `after` (exclusive). Includes objects trimmed empty. */
+  /** Objects in key order, starting after `after` (exclusive). Includes objects trimmed empty, not forgotten ones. */
   listObjects(opts: { after?: ObjectKey; limit: number }): ObjectInfo[] {
     this.checkUsable();
     if (!Number.isInteger(opts.limit) || opts.limit < 1 || opts.limit > LIST_OBJECTS_LIMIT_MAX) {
@@ -397,6 +412,7 @@ export class DiskStore {
     // Objects changed since the last checkpoint: newer values, and objects LMDB does not have yet.
     for (const [id, obj] of this.overlayObjects) if (after === null || Buffer.compare(obj.keyBytes, after) > 0) found.set(id, obj);
     return [...found.values()]
+      .filter(({ value }) => !isForgotten(value))
       .sort((a, b) => Buffer.compare(a.keyBytes, b.keyBytes))
       .slice(0, opts.limit)
       .map(({ keyBytes, value }) => ({ key: decodeObjectKey(keyBytes), version: value.version, allocatedBlocks: value.allocatedBlocks }));
@@ -485,7 +501,7 @@ export class DiskStore {
         this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
       }
-      const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim' || op.kind === 'zero');
+      const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim' || op.kind === 'zero' || op.kind === 'forget');
       if (writesFailed !== null) this.rejectWrites(live, writesFailed);
       if (toCommit.length === 0) {
         this.endCycle(ops);
@@ -609,7 +625,7 @@ export class DiskStore {
           if (entry.pointer === null) this.db.blocks.removeSync(entry.keyBytes);
           else this.db.blocks.putSync(entry.keyBytes, encodeBlockValue(entry.pointer.physical, entry.pointer.crc));
         }
-        for (const [, obj] of objects) this.db.objects.putSync(obj.keyBytes, encodeObjectValue(obj.value));
+        for (const [, obj] of objects) putObject(this.db, obj.keyBytes, obj.value);
         this.db.meta.putSync(JOURNAL_META_KEY, meta);
       })
       .then(() => {
@@ -667,7 +683,7 @@ export class DiskStore {
   private allocateCycle(ops: Op[]): Op[] {
     const live: Op[] = [];
     for (const op of ops) {
-      if (op.kind === 'trim' || op.kind === 'zero') {
+      if (op.kind === 'trim' || op.kind === 'zero' || op.kind === 'forget') {
         live.push(op);
         continue;
       }
@@ -969,7 +985,17 @@ function writeChanges(db: IndexDb, changes: IndexChanges): void {
     if (pointer === null) db.blocks.removeSync(keyBytes);
     else db.blocks.putSync(keyBytes, encodeBlockValue(pointer.physical, pointer.crc));
   }
-  for (const { keyBytes, value } of changes.objects.values()) db.objects.putSync(keyBytes, encodeObjectValue(value));
+  for (const { keyBytes, value } of changes.objects.values()) putObject(db, keyBytes, value);
+}
+
+/** An object entry; a forgotten object (version 0, no blocks) has none. */
+function putObject(db: IndexDb, keyBytes: Buffer, value: ObjectValue): void {
+  if (isForgotten(value)) db.objects.removeSync(keyBytes);
+  else db.objects.putSync(keyBytes, encodeObjectValue(value));
+}
+
+function isForgotten(value: ObjectValue): boolean {
+  return value.version === 0 && value.allocatedBlocks === 0;
 }
 
 /** Current pointers of an op's blocks: the index seen through the batch's earlier ops. */
@@ -1017,7 +1043,7 @@ function applyOp(op: IndexOp, obj: ObjectValue, existing: Map<number, Pointer>, 
       ch.frees.push(cur.physical);
       obj.allocatedBlocks--;
     }
-    if (op.kind === 'trim') {
+    if (op.kind === 'trim' || op.kind === 'forget') {
       if (cur !== undefined) ch.blocks.set(`${ch.id}:${b}`, { id: ch.id, block: b, keyBytes: blockKeyBytes(op.key, b), pointer: null });
       continue;
     }
@@ -1029,7 +1055,8 @@ function applyOp(op: IndexOp, obj: ObjectValue, existing: Map<number, Pointer>, 
     setPointer(ch, op, b, (op.phys as Uint32Array)[i] as number, (op.crcs as Uint32Array)[i] as number);
   }
   assert(obj.allocatedBlocks >= 0 && obj.allocatedBlocks <= BLOCKS_PER_OBJECT, 'object block count in range');
-  obj.version = Math.max(obj.version, op.version);
+  // Versions only grow, except that a forgotten object starts over as one never written.
+  obj.version = op.kind === 'forget' ? 0 : Math.max(obj.version, op.version);
 }
 
 function setPointer(ch: Changes, op: IndexOp, block: number, physical: number, crc: number): void {

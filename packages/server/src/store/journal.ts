@@ -27,7 +27,7 @@ export const RECORD_HEADER_BYTES = 24;
 const RECORD_ALIGN = 4096;
 const OP_FIXED_BYTES = 28;
 
-export const JOURNAL_KINDS = ['write', 'trim', 'zero', 'repair'] as const;
+export const JOURNAL_KINDS = ['write', 'trim', 'zero', 'repair', 'forget'] as const;
 export type JournalKind = (typeof JOURNAL_KINDS)[number];
 
 export interface JournalOp {

@@ -1,0 +1,65 @@
+/**
+ * forget(): an object leaves the disk altogether — blocks released, entry and version gone — and
+ * stays gone after a reopen and after a journal replay into an index that lost the change.
+ */
+import { cp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BLOCK_HOLE } from '@storpool/protocol';
+import { DiskStore, formatDisk } from '../src/store/index.js';
+import { CLUSTER_ID, blocksData, makeTempDir, removeDir } from './store-helpers.js';
+
+let dir: string | undefined;
+afterEach(async () => {
+  await removeDir(dir);
+  dir = undefined;
+});
+
+describe('forgetting objects', () => {
+  it('releases the blocks, drops the entry and its version; a trim keeps them; both survive reopen and replay', async () => {
+    dir = await makeTempDir('storpool-forget-');
+    const path = join(dir, 'disk.img');
+    await formatDisk(path, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+    let store = await DiskStore.open(path);
+    const a = { volumeId: 7, objectIndex: 1 };
+    const b = { volumeId: 7, objectIndex: 2 };
+    const c = { volumeId: 7, objectIndex: 3 };
+    const empty = store.stats().blocksUsed;
+    for (const [i, key] of [a, b, c].entries()) {
+      const { data, crcs } = blocksData([i * 10 + 1, i * 10 + 2, i * 10 + 3], 4);
+      await store.write(key, 4, data, crcs, 100 + i);
+    }
+    expect(store.stats().blocksUsed).toBe(empty + 9);
+    await store.close();
+    // The index as of here: the forget below must be replayed from the journal into it.
+    await cp(`${path}.idx`, join(dir, 'old.idx'), { recursive: true });
+
+    store = await DiskStore.open(path);
+    await store.forget(a);
+    await store.trim(b, 0, 1024, 200);
+    expect(store.objectVersion(a)).toBe(0);
+    expect(store.objectVersion(b)).toBe(200);
+    expect(store.listObjects({ limit: 10 }).map((o) => [o.key.objectIndex, o.version, o.allocatedBlocks])).toEqual([[2, 200, 0], [3, 102, 3]]);
+    expect(store.stats().blocksUsed).toBe(empty + 3);
+    expect([...store.allocation(a, 4, 3)]).toEqual([BLOCK_HOLE, BLOCK_HOLE, BLOCK_HOLE]);
+    // A forgotten object can be written again from scratch (a shard that comes back).
+    const again = blocksData([99], 0);
+    await store.write(c, 0, again.data, again.crcs, 5);
+    expect(store.objectVersion(c)).toBe(102);
+    await store.close();
+
+    for (const replay of [false, true]) {
+      if (replay) {
+        await rm(`${path}.idx`, { recursive: true, force: true });
+        await cp(join(dir, 'old.idx'), `${path}.idx`, { recursive: true });
+      }
+      store = await DiskStore.open(path);
+      expect(store.objectVersion(a), `replay=${replay}`).toBe(0);
+      expect(store.listObjects({ limit: 10 }).map((o) => o.key.objectIndex), `replay=${replay}`).toEqual([2, 3]);
+      expect(store.stats().blocksUsed, `replay=${replay}`).toBe(empty + 4);
+      const r = await store.read(c, 0, 1);
+      expect(r.data.equals(again.data), `replay=${replay}`).toBe(true);
+      await store.close();
+    }
+  });
+});
