@@ -1,11 +1,21 @@
 /**
  * LUN backends: a storpool Volume (the service), and an in-memory one (tests, examples).
  */
+import assert from 'node:assert/strict';
 import type { Volume } from '@storpool/client';
-import { BLOCK_BYTES, BLOCK_DATA } from '@storpool/protocol';
+import { BLOCK_BYTES, BLOCK_DATA, COMPARE_AND_WRITE_BYTES_MAX, OBJECT_BYTES } from '@storpool/protocol';
+import { BLOCK, MAX_CAW_BLOCKS } from './scsi.js';
 import type { LunBackend } from './types.js';
 
-/** A storpool volume as a LUN. Thin: UNMAP releases blocks, GET LBA STATUS reads the object map. */
+// The Block Limits VPD's MAXIMUM COMPARE AND WRITE LENGTH must fit what one storpool
+// compare-and-write can do: one request, inside one object.
+assert(MAX_CAW_BLOCKS * BLOCK <= COMPARE_AND_WRITE_BYTES_MAX);
+assert(MAX_CAW_BLOCKS * BLOCK <= OBJECT_BYTES);
+
+/**
+ * A storpool volume as a LUN. Thin: UNMAP releases blocks, GET LBA STATUS reads the object map.
+ * COMPARE AND WRITE runs at the object's shard primary: atomic against every other portal.
+ */
 export function volumeBackend(volume: Volume, o: { id: string; readOnly?: boolean }): LunBackend {
   return {
     id: o.id,
@@ -17,6 +27,8 @@ export function volumeBackend(volume: Volume, o: { id: string; readOnly?: boolea
     unmap: (offset, length) => volume.trim(offset, length),
     writeZeroes: (offset, length) => volume.writeZeroes(offset, length),
     flush: () => volume.flush(),
+    compareAndWrite: (offset, compare, data) => volume.compareAndWrite(offset, compare, data),
+    compareAndWriteBoundaryBytes: OBJECT_BYTES,
     allocation: async (offset, length) => {
       const map = await volume.allocation(offset, length);
       return map.map((b) => (b === BLOCK_DATA ? 1 : 0));

@@ -12,7 +12,8 @@ export const BLOCK = 512;
 const PHYS_EXP = 3; // 4 KiB physical blocks
 /** Largest transfer per command, in blocks (16 MiB). */
 export const MAX_TRANSFER_BLOCKS = 32768;
-const MAX_CAW_BLOCKS = 255;
+/** MAXIMUM COMPARE AND WRITE LENGTH (the CDB's one-byte count); a storpool backend checks it fits one object. */
+export const MAX_CAW_BLOCKS = 255;
 const MAX_UNMAP_BLOCKS = 0xffffffff;
 const MAX_UNMAP_DESCRIPTORS = 256;
 const MAX_WRITE_SAME_BLOCKS = 32768; // = MAX_TRANSFER_BLOCKS: initiators check WRITE SAME results with one READ
@@ -344,6 +345,9 @@ export class ScsiLun {
     const compare = d.subarray(0, len);
     const data = d.subarray(len, 2 * len);
     const b = this.ctx.backend;
+    const boundary = b.compareAndWrite === undefined ? undefined : b.compareAndWriteBoundaryBytes;
+    // Refused rather than run non-atomically: no initiator's ATS lock record crosses 4 MiB.
+    if (boundary !== undefined && Math.floor((lba * BLOCK) / boundary) !== Math.floor(((lba + count) * BLOCK - 1) / boundary)) return invalidCdb(2);
     const at = b.compareAndWrite !== undefined
       ? await b.compareAndWrite(lba * BLOCK, compare, data)
       : await this.ctx.cawLock.run(async () => {

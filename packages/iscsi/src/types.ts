@@ -23,8 +23,15 @@ export interface LunBackend {
    * Atomically: if the range holds `compare`, write `data` over it and resolve -1; else resolve the
    * byte offset of the first difference and write nothing. Without it the target serializes
    * COMPARE AND WRITE through a lock of its own (atomic only among the commands of this process).
+   * A storpool volume executes it at the shard primary: atomic across every portal and process.
    */
   compareAndWrite?(offset: number, compare: Buffer, data: Buffer): Promise<number>;
+  /**
+   * `compareAndWrite` is atomic only for ranges that do not cross a multiple of this many bytes
+   * (a storpool object, 4 MiB); the target refuses a COMPARE AND WRITE across one with INVALID
+   * FIELD IN CDB rather than run it non-atomically. Undefined: any range.
+   */
+  readonly compareAndWriteBoundaryBytes?: number;
 }
 
 /** One registration of a persistent reservation (SPC-4 §5.13). Keys are 16 hex digits. */
