@@ -75,7 +75,8 @@ beforeAll(async () => {
   }
   // tgt: its own control channel number so that no other tgtd is touched.
   tgtPort = await freePort();
-  tgtControl = 20000 + (process.pid % 20000);
+  // tgtd refuses a control port above 32767 (its -C range): 20000..29999 from the PID.
+  tgtControl = 20000 + (process.pid % 10000);
   const img = join(tmp, 'tgt.img');
   await writeFile(img, '');
   await truncate(img, LUN_BYTES);
