@@ -365,9 +365,11 @@ const routes: Record<string, Route | Route[]> = {
   }, false),
   TasksList: R('GET', 0, (c) => read(c, async (st) => [...views.tasks(st, [...st.tasks.values()].sort((a, b) => a.id - b.id)), ...scrubTasks(await c.live.diskStats([...st.disks.keys()])), ...views.recoveryTasks(c.info.recoveryTasks?.() ?? [])])),
   VolumeBalancerStatus: [
-    R('GET', 0, (c) => read(c, () => ({ status: 'nothing to do', auto: false }))),
+    R('GET', 0, (c) => read(c, (st) => views.balancerStatus(st))),
     R('POST', 0, async (c) => {
-      s.parse(s.balancerCommand, c.req.body);
+      const { cmd } = s.parse(s.balancerCommand, c.req.body);
+      // Placement changes apply as soon as they are computed: nothing waits for start or commit.
+      if (cmd === 'stop') throw new ApiError('notImplemented', 'the balancer is automatic and cannot be stopped: data moves as soon as placement changes; cap its copy rate with storpool-mgmt --sync-mbps');
       const st = await c.model.read();
       return ok(st.counters.generation);
     }),

@@ -208,6 +208,19 @@ export function recoveryTasks(list: readonly RecoveryTask[]): Json[] {
   }));
 }
 
+/**
+ * VolumeBalancerStatus: the balancer here is automatic (the leader reconciles placement on every
+ * change, see shard-map.ts), so the status reports what it is doing, not a computed plan.
+ * `blocked`: a group's placement groups cannot hold its copies; `working`: shards are joining disks.
+ */
+export function balancerStatus(state: State): Json {
+  const groups = state.shardMap?.groups ?? [];
+  const joining = groups.reduce((n, g) => n + (g.joining ?? []).reduce((m, j) => m + j.length, 0), 0);
+  const shards = groups.reduce((n, g) => n + g.shards.length, 0);
+  const blocked = [...state.groups.values()].some((g) => g.placeable === false);
+  return { status: blocked ? 'blocked' : joining > 0 ? 'working' : 'nothing to do', auto: true, shards, joiningShards: joining };
+}
+
 /** Space of an object: what it holds itself; spaceUsed adds its ancestors' data (bytes, no replication). */
 export function space(state: State, o: ObjectRecord, stored: Map<number, number>): Json {
   const own = stored.get(o.dataId) ?? 0;
@@ -220,10 +233,14 @@ export function objectStatus(state: State, o: ObjectRecord, stored: Map<number, 
   const disks = [...new Set(objectDisks(state, o).flat())];
   const down = disks.filter((d) => downDisks.has(d));
   const own = stored.get(o.dataId) ?? 0;
+  const group = state.shardMap?.groups.find((g) => g.id === o.group);
+  const migrating = (group?.joining ?? []).some((j) => j.length > 0);
+  const softEjecting = disks.filter((d) => state.disks.get(d)?.softEject === 'on');
   return {
-    ...objectSummary(state, o), status: down.length === 0 ? 'up' : 'down', snapshot: o.kind === 'snapshot', migrating: false,
-    decreasedRedundancy: down.length > 0, balancerBlocked: false, syncingDataBytes: 0, syncingMetaObjects: 0, downBytes: 0,
-    upSoonChainsCount: 0, downDrives: down, missingDrives: [], missingTargetDrives: [], softEjectingDrives: [], storedSize: own, onDiskSize: own * o.replication,
+    ...objectSummary(state, o), status: down.length === 0 ? 'up' : 'down', snapshot: o.kind === 'snapshot', migrating,
+    decreasedRedundancy: down.length > 0 || (group?.shards.some((r) => r.length < o.replication) ?? false), balancerBlocked: state.groups.get(o.group)?.placeable === false,
+    syncingDataBytes: 0, syncingMetaObjects: 0, downBytes: 0,
+    upSoonChainsCount: 0, downDrives: down, missingDrives: [], missingTargetDrives: [], softEjectingDrives: softEjecting, storedSize: own, onDiskSize: own * o.replication,
   };
 }
 

@@ -545,8 +545,12 @@ export function apiSuite(label: string, backend: SuiteBackend): void {
 
       it('lists tasks; balancer status; VolumeAcquire is a local no-op', async () => {
         expect(await api.get('TasksList')).toBeInstanceOf(Array);
-        expect(await api.get('VolumeBalancerStatus')).toEqual({ status: 'nothing to do', auto: false });
+        expect(await api.get('VolumeBalancerStatus')).toMatchObject({ status: 'nothing to do', auto: true, joiningShards: 0 });
         await api.post('VolumeBalancerStatus', { cmd: 'start' });
+        await api.post('VolumeBalancerStatus', { cmd: 'commit' });
+        const stop = await api.fail('POST', 'VolumeBalancerStatus', { cmd: 'stop' });
+        expect(stop.name).toBe('notImplemented');
+        expect(stop.descr).toMatch(/--sync-mbps/);
         expect((await api.fail('POST', 'VolumeBalancerStatus', { cmd: 'go' })).name).toBe('invalidParam');
         const name = await volume();
         expect(await api.post(`MultiCluster/VolumeAcquire/${name}`, { onRemoteAttached: 'detachForce' })).toMatchObject({ ok: true });

@@ -184,6 +184,8 @@ describe('copies lost and rebuilt', () => {
       init.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`disk init exited ${code}`))));
     });
     await cluster.service.registerDisk({ id: 5, serverId: 5, address: { host: '127.0.0.1', port: await freePort() }, placementGroups: ['default'] });
+    // Its server is not started yet: the shards moving onto it wait, and the balancer says so.
+    expect(await api.get('VolumeBalancerStatus')).toMatchObject({ status: 'working', auto: true });
     extra.push(startServer(path5));
     const spread = await until('disk 5 holding its share', async () => {
       const g = await groupOf(s.group);
@@ -214,6 +216,7 @@ describe('copies lost and rebuilt', () => {
     let freed = 0;
     for (const d of [1, 2, 4]) freed += usedBefore.get(d)! - ((await client.diskStats(d)) as { store: { blocksUsed: number } }).store.blocksUsed;
     expect(freed).toBeGreaterThan(0);
+    expect(await api.get('VolumeBalancerStatus')).toMatchObject({ status: 'nothing to do', joiningShards: 0 });
     await verifyAll(v, s, (i) => gen.get(i)!);
   }, 400_000);
 });
