@@ -4,7 +4,8 @@
  * at the primary) and one a whole 4 KiB block; every success is counted once and no increment is
  * lost, and every replica ends identical. A miscompare reports the first differing byte and
  * changes nothing; a retry of a written attempt is answered "written"; a range across objects is
- * refused; a clone compares against what it inherits from its snapshot.
+ * refused; a clone compares against what it inherits from its snapshot; a client with a stale map
+ * is refused, refreshes it and retries on the new primary.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BLOCK_BYTES, OBJECT_BYTES, Op, chunkCrcs, decodeCompareAndWriteResult, encodeCrcs, encodeParents } from '@storpool/protocol';
@@ -169,5 +170,27 @@ describe('compareAndWrite: cluster-wide atomic at the shard primary', () => {
     expected.fill(1, 100, 300);
     expect((await clone.read(8192, 4096)).equals(expected)).toBe(true);
     expect((await snapshot.read(8192, 4096)).equals(inherited)).toBe(true);
+  });
+
+  it('a client with a stale map is refused, refreshes it and retries on the new primary (as write)', async () => {
+    const [first, second] = clients as [StorpoolClient, StorpoolClient];
+    const volumes = clients.map((c) => c.volume({ volumeId: 105, sizeBytes: SIZE, group: GROUP }));
+    await volumes[0]!.write(4 * OBJECT_BYTES, record(7, 512));
+    const oldPrimary = first.router.locate(GROUP, 105, 4).replicas[0];
+    const epoch = first.router.epoch;
+    // New map: every shard's replica order rotated (new primaries), the next epoch.
+    cluster.map = { ...cluster.map, epoch: epoch + 1, groups: cluster.map.groups.map((g) => ({ ...g, shards: g.shards.map((r) => [...r.slice(1), r[0]!]) })) };
+    await cluster.writeMap();
+    await new Promise((r) => setTimeout(r, 2500)); // the servers poll the map every second
+    expect(first.router.epoch).toBe(epoch);
+    const refreshes = first.counters.mapRefreshes;
+    expect(await volumes[0]!.compareAndWrite(4 * OBJECT_BYTES, record(7, 512), record(8, 512))).toBe(-1);
+    expect(first.router.epoch).toBe(epoch + 1);
+    expect(first.counters.mapRefreshes).toBeGreaterThan(refreshes);
+    expect(first.router.locate(GROUP, 105, 4).replicas[0]).not.toBe(oldPrimary);
+    // The other stale client, with the old compare bytes, gets a miscompare from the new primary.
+    expect(await volumes[1]!.compareAndWrite(4 * OBJECT_BYTES, record(7, 512), record(9, 512))).toBe(0);
+    expect(second.router.epoch).toBe(epoch + 1);
+    await expectReplicasEqual(first, 105, 4, (data) => expect(valueOf(data.subarray(0, 512))).toBe(8));
   });
 });
