@@ -11,6 +11,11 @@
  * - Catch-up: for every shard with joining disks, the leader asks the shard's primary to copy the
  *   shard to the joining disk (SHARD_SYNC: only objects whose version differs are copied) and then
  *   promotes the disk to in sync. Progress per target disk is reported as a recovery task.
+ * - Peering: when a shard gets a new primary (a new term), the other in-sync copies may hold an
+ *   unacknowledged write of the old primary that the new one lacks (or the reverse). The leader has
+ *   the new primary compare its copy with each of them and copy over what differs (SHARD_SYNC to an
+ *   in-sync target, objects replaced whole), so all copies agree again — like Ceph's peering, but
+ *   after the failover instead of before it: I/O never waits for it.
  * - Release: once no shard of a group is joining any more, a disk that still has copies of shards
  *   it neither holds nor joins (they moved away: rebalancing, soft-eject, a rebuild while it was
  *   gone) is asked to forget them (SHARD_RELEASE; the disk checks the map itself), so moving data
@@ -62,6 +67,9 @@ export interface RecoveryCounters {
   syncFailures: number;
   shardsPromoted: number;
   bytesCopied: number;
+  /** Shards whose in-sync copies were compared with a new primary, and objects that differed. */
+  shardsPeered: number;
+  objectsPeered: number;
   releases: number;
   releaseFailures: number;
   objectsReleased: number;
@@ -91,7 +99,7 @@ interface SyncJob {
 }
 
 export class Recovery {
-  readonly counters: RecoveryCounters = { probes: 0, probeFailures: 0, disksMarkedDown: 0, disksMarkedUp: 0, disksMarkedGone: 0, syncs: 0, syncFailures: 0, shardsPromoted: 0, bytesCopied: 0, releases: 0, releaseFailures: 0, objectsReleased: 0, bytesReleased: 0 };
+  readonly counters: RecoveryCounters = { probes: 0, probeFailures: 0, disksMarkedDown: 0, disksMarkedUp: 0, disksMarkedGone: 0, syncs: 0, syncFailures: 0, shardsPromoted: 0, bytesCopied: 0, shardsPeered: 0, objectsPeered: 0, releases: 0, releaseFailures: 0, objectsReleased: 0, bytesReleased: 0 };
   readonly perDisk = new Map<number, PerDiskCounters>();
   readonly #o: RecoveryOptions;
   /** diskId -> last time it answered this leader (ms). */
@@ -104,6 +112,10 @@ export class Recovery {
    * last release in that group: the only ones it may have surplus copies of. Absent: unknown (all).
    */
   readonly #held = new Map<string, Set<number>>();
+  /** Terms of every shard as of the last catch-up round (`${group}` -> terms), to see new primaries. */
+  readonly #terms = new Map<number, number[]>();
+  /** Copies to make agree with a new primary: `${group}/${shard}/${target}` -> the primary's term. */
+  readonly #peering = new Map<string, { group: number; shard: number; target: number; term: number }>();
   /** Consecutive failed probes per disk. */
   readonly #misses = new Map<number, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -149,6 +161,8 @@ export class Recovery {
     if (!this.#o.isLeader()) {
       this.#lastSeen.clear();
       this.#held.clear();
+      this.#terms.clear();
+      this.#peering.clear();
       this.#leadingSince = undefined;
       return;
     }
@@ -240,11 +254,29 @@ export class Recovery {
       });
     }
     for (const id of this.#tasks.keys()) if (!perTarget.has(id)) this.#tasks.delete(id);
+    this.#planPeering(map);
+    const peers = new Map<string, SyncJob>();
+    for (const [key, p] of this.#peering) {
+      const inSync = map.groups.find((g) => g.id === p.group)?.shards[p.shard];
+      const term = map.groups.find((g) => g.id === p.group)?.terms?.[p.shard];
+      if (inSync === undefined || term !== p.term || !inSync.includes(p.target) || inSync[0] === p.target) {
+        this.#peering.delete(key);
+        continue;
+      }
+      const jobKey = `${inSync[0]}/${p.target}/${p.group}`;
+      const job = peers.get(jobKey) ?? { primary: inSync[0]!, target: p.target, group: p.group, shards: [] };
+      job.shards.push(p.shard);
+      peers.set(jobKey, job);
+    }
     const dataIds = new Map<number, [number, number][]>();
     for (const o of state.objects.values()) {
       const list = dataIds.get(o.group) ?? [];
       list.push([o.dataId, o.placementId]);
       dataIds.set(o.group, list);
+    }
+    for (const job of peers.values()) {
+      const ok = await this.#sync(client, job, job.shards, dataIds.get(job.group) ?? [], true);
+      if (ok) for (const shard of job.shards) this.#peering.delete(`${job.group}/${shard}/${job.target}`);
     }
     if (jobs.size === 0) {
       await this.#releaseSurplus(client, state, map, dataIds);
@@ -269,6 +301,21 @@ export class Recovery {
         }
       }
     }));
+  }
+
+  /** New primaries since the last round: their other in-sync copies are to be compared with them. */
+  #planPeering(map: ShardMap): void {
+    for (const g of map.groups) {
+      const terms = g.shards.map((_, i) => g.terms?.[i] ?? 0);
+      const before = this.#terms.get(g.id);
+      this.#terms.set(g.id, terms);
+      // A leader that just took over trusts the one before it to have done this.
+      if (before === undefined) continue;
+      g.shards.forEach((inSync, shard) => {
+        if (terms[shard] === before[shard]) return;
+        for (const target of inSync.slice(1)) this.#peering.set(`${g.id}/${shard}/${target}`, { group: g.id, shard, target, term: terms[shard]! });
+      });
+    }
   }
 
   #disk(id: number): PerDiskCounters {
@@ -328,8 +375,9 @@ export class Recovery {
   }
 
 
-  async #sync(client: StorpoolClient, job: SyncJob, shards: number[], dataIds: [number, number][]): Promise<boolean> {
-    const task = this.#tasks.get(job.target)!;
+  /** One SHARD_SYNC: a joining target's catch-up (a recovery task, then promotion) or a peering. */
+  async #sync(client: StorpoolClient, job: SyncJob, shards: number[], dataIds: [number, number][], peering = false): Promise<boolean> {
+    const task = peering ? undefined : this.#tasks.get(job.target);
     this.counters.syncs++;
     let result: ShardSyncResult;
     try {
@@ -337,15 +385,22 @@ export class Recovery {
       result = await client.shardSync(job.primary, { target: job.target, group: job.group, shards, dataIds, ...(this.#o.syncBytesPerSec > 0 ? { maxBytesPerSec: this.#o.syncBytesPerSec } : {}) }, this.#o.syncTimeoutMs ?? 600_000);
     } catch (err) {
       this.counters.syncFailures++;
-      task.lastError = (err as Error).message;
-      this.#o.log.warn({ err: task.lastError, ...job, shards: shards.length }, 'catch-up copy failed; retried next round');
+      if (task !== undefined) task.lastError = (err as Error).message;
+      this.#o.log.warn({ err: (err as Error).message, ...job, shards: shards.length }, peering ? 'peering failed; retried next round' : 'catch-up copy failed; retried next round');
       return false;
+    }
+    if (peering) {
+      this.counters.shardsPeered += shards.length;
+      this.counters.objectsPeered += result.objectsPushed + result.objectsReleased;
+      if (result.objectsPushed + result.objectsReleased > 0) this.#o.log.warn({ ...job, shards: shards.length, ...result }, 'copies disagreed with their new primary: made equal');
+      return true;
     }
     const r = await this.#o.model.mutate((st) => promoteJoined(st, job.group, shards, job.target, job.primary));
     this.counters.shardsPromoted += r.result;
     this.counters.bytesCopied += result.bytesPushed;
     this.#disk(job.target).bytesCopied += result.bytesPushed;
     this.#disk(job.target).objectsCopied += result.objectsPushed;
+    if (task === undefined) return true;
     task.completedShards += shards.length;
     task.objectsCompared += result.objectsCompared;
     task.objectsCopied += result.objectsPushed;

@@ -133,8 +133,14 @@ export const RequestFlag = {
   ZERO_MARKERS: 2,
   /** REPLICA_WRITE/REPLICA_TRIM: part of a catch-up copy of the whole object (the primary holds its lock). */
   SYNC: 4,
+  /**
+   * With SYNC, on the first piece of a copied object: the target forgets its copy first, so the
+   * object ends with exactly the primary's content and version, even where the target had a higher
+   * version (an unacknowledged write of an old primary's term).
+   */
+  REPLACE: 8,
 } as const;
-const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR | RequestFlag.ZERO_MARKERS | RequestFlag.SYNC;
+const REQUEST_FLAGS_KNOWN = RequestFlag.NO_REPAIR | RequestFlag.ZERO_MARKERS | RequestFlag.SYNC | RequestFlag.REPLACE;
 
 /** Deepest snapshot chain a request may carry; bounds the payload and the fall-through work. */
 export const PARENTS_MAX = 256;

@@ -568,6 +568,11 @@ export class ShardService {
     const firstBlock = h.offset / BLOCK_BYTES;
     const blockCount = h.length / BLOCK_BYTES;
     if (blockCount === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
+    if ((h.flags & RequestFlag.REPLACE) !== 0) {
+      if ((h.flags & RequestFlag.SYNC) === 0 || (h.op !== Op.REPLICA_WRITE && h.op !== Op.REPLICA_TRIM)) throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `REPLACE is a flag of a catch-up copy's REPLICA_WRITE/REPLICA_TRIM, not of ${opName(h.op)}`);
+      // The copy's first piece: the primary holds the object's lock for the whole copy.
+      await this.#o.store.forget(key);
+    }
     switch (h.op) {
       case Op.REPLICA_WRITE: {
         const { data, crcs } = splitDataPayload(payload, h.length);

@@ -280,13 +280,14 @@ export class ShardSync {
       after = page[page.length - 1]!.key;
     }
     // What the target holds and this primary does not (released while the target was away).
-    for (const { key, version } of remote.values()) {
+    for (const { key } of remote.values()) {
       const release = await this.#host.lockObject(key);
       try {
         if (!run.live) return;
         if (run.verified.has(objectId(key)) || this.#host.store.objectVersion(key) !== 0) continue;
         const placementId = s.placementOf.get(key.volumeId)!;
-        await this.#send(s, key, placementId, shardOf(placementId, key.objectIndex, shardCount), Op.REPLICA_TRIM, RequestFlag.SYNC, 0, BLOCKS_PER_OBJECT, version, []);
+        // Forgotten there too, version included: a trim would keep a version this primary never wrote.
+        await this.#send(s, key, placementId, shardOf(placementId, key.objectIndex, shardCount), Op.REPLICA_TRIM, RequestFlag.SYNC | RequestFlag.REPLACE, 0, BLOCKS_PER_OBJECT, 0, []);
         run.verified.add(objectId(key));
         run.result.objectsReleased++;
       } finally {
@@ -302,9 +303,11 @@ export class ShardSync {
     const version = store.objectVersion(key);
     const map = store.allocation(key, 0, BLOCKS_PER_OBJECT);
     let bytes = 0;
-    // The version goes with the last piece only (the store keeps the highest version it was given): a
-    // copy cut short leaves the target's old version, so the next compare copies the object again.
+    // The first piece makes the target forget its copy (REPLACE); the version goes with the last
+    // piece only: a copy cut short leaves the target without the object's version, so the next
+    // compare copies the object again.
     for (let first = 0; first < BLOCKS_PER_OBJECT;) {
+      const replace = first === 0 ? RequestFlag.REPLACE : 0;
       const state = map[first]!;
       let end = first + 1;
       while (end < BLOCKS_PER_OBJECT && map[end] === state && (state !== BLOCK_DATA || end - first < PUSH_BLOCKS_MAX)) end++;
@@ -312,10 +315,10 @@ export class ShardSync {
         const r = await store.read(key, first, end - first);
         if (r.bad.length > 0) throw new StorpoolError('STORE_ERR_CHECKSUM', `disk ${this.#host.diskId}: object ${objectId(key)} blocks ${r.bad.map((b) => b + first).join(',')} fail their CRC32C: cannot copy them (the scrubber repairs them from another copy)`);
         // The stored CRCs travel with the data: the target checks them before writing.
-        await this.#send(s, key, placementId, shard, Op.REPLICA_WRITE, RequestFlag.SYNC, first, end - first, end === BLOCKS_PER_OBJECT ? version : 0, [r.data, encodeCrcs(r.crcs)]);
+        await this.#send(s, key, placementId, shard, Op.REPLICA_WRITE, RequestFlag.SYNC | replace, first, end - first, end === BLOCKS_PER_OBJECT ? version : 0, [r.data, encodeCrcs(r.crcs)]);
         bytes += r.data.length;
       } else {
-        const flags = RequestFlag.SYNC | (state === BLOCK_HOLE ? 0 : RequestFlag.ZERO_MARKERS);
+        const flags = RequestFlag.SYNC | replace | (state === BLOCK_HOLE ? 0 : RequestFlag.ZERO_MARKERS);
         await this.#send(s, key, placementId, shard, Op.REPLICA_TRIM, flags, first, end - first, end === BLOCKS_PER_OBJECT ? version : 0, []);
       }
       first = end;
