@@ -66,10 +66,11 @@ function groupsInUse(state: State, shardCount: number): Set<number> {
  *
  * Each shard has a *target* placement (rendezvous hashing over the disks that may hold data: not
  * ejected, not soft-ejected, not gone for good) and a current one: the in-sync disks (`shards`) and
- * the disks being filled (`joining`). A down disk leaves the in-sync list at once (I/O goes on with
- * the others), unless it is the last copy; a target disk that is up and not in sync joins, and the
- * recovery task promotes it once its catch-up copy is done (promoteJoined). A disk that is in sync but
- * no longer in the target (rebalancing, ejection) stays until every target disk is in sync. The
+ * the disks being filled (`joining`). A down or ejected disk leaves the in-sync list at once (I/O
+ * goes on with the others), unless it is the last copy; a target disk that is up and not in sync
+ * joins, and the recovery task promotes it once its catch-up copy is done (promoteJoined). A disk
+ * that is in sync but no longer in the target (rebalancing, soft ejection) stays until every target
+ * disk is in sync. The
  * primary is the first in-sync disk in target order; a new primary starts a new term.
  * A group whose placement groups cannot hold its replicas keeps its previous target and is marked
  * not placeable.
@@ -79,6 +80,10 @@ export function reconcileShardMap(state: State, shardCount: number): boolean {
   const disks = mapDisks(state);
   const exists = new Set(state.disks.keys());
   const down = new Set([...state.disks.values()].filter((d) => d.down === true).map((d) => d.id));
+  // DiskEject means "stop using the disk now, even if it holds data" (StorPool): it leaves the
+  // in-sync lists like a down disk instead of staying until its replacements are in sync, which is
+  // DiskSoftEject's job.
+  const ejected = new Set([...state.disks.values()].filter((d) => d.ejected).map((d) => d.id));
   const used = groupsInUse(state, shardCount);
   const previous = new Map((state.shardMap?.groups ?? []).map((g) => [g.id, g]));
   const epoch = state.shardMap?.epoch ?? 0;
@@ -109,8 +114,8 @@ export function reconcileShardMap(state: State, shardCount: number): boolean {
     const terms: number[] = [];
     old.shards.forEach((oldInSync, i) => {
       const want = wanted[i]!;
-      let inSync = oldInSync.filter((d) => exists.has(d) && !down.has(d));
-      // The last copies stay listed while down: I/O waits for one to return rather than fail over to nothing.
+      let inSync = oldInSync.filter((d) => exists.has(d) && !down.has(d) && !ejected.has(d));
+      // The last copies stay listed while down (or ejected): I/O waits for one to return rather than fail over to nothing.
       if (inSync.length === 0) inSync = oldInSync.filter((d) => exists.has(d));
       inSync = want.every((d) => inSync.includes(d)) ? [...want] : [...want.filter((d) => inSync.includes(d)), ...inSync.filter((d) => !want.includes(d))];
       shards.push(inSync);
