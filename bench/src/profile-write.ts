@@ -1,5 +1,6 @@
 /**
- * Ad-hoc profile of 4 KiB random writes (REP=1|3, QD, THICK=1, SECONDS_RUN, READ=1 for reads):
+ * Ad-hoc profile of 4 KiB random writes (REP=1|3, QD, THICK=1, SECONDS_RUN, READ=1 for reads,
+ * SEQ=1 for 1 MiB sequential writes):
  * IOPS, commits, and CPU per op per process, split into user/system and main thread/other threads
  * (libuv threadpool, LMDB, GC). CPU per op is the metric to compare on a busy machine.
  */
@@ -10,6 +11,7 @@ import { BLOCK_BYTES } from '@storpool/protocol';
 const rep = Number(process.env.REP ?? 3);
 const qd = Number(process.env.QD ?? 32);
 const reading = process.env.READ === '1';
+const sequential = process.env.SEQ === '1';
 interface Cpu { user: number; sys: number; mainUser: number; mainSys: number }
 /** CPU ms of a process (user, system) and of its main thread, from /proc. */
 const cpu = (pid: number): Cpu => {
@@ -39,7 +41,8 @@ const cluster = await LocalCluster.start({ disks: 3, replications: [rep], diskSi
 try {
   const client = await cluster.client();
   const vol = client.volume({ volumeId: 1, sizeBytes: 1024 ** 3, group: 1 });
-  const block = Buffer.alloc(BLOCK_BYTES, 1);
+  const block = Buffer.alloc(sequential ? 1024 * 1024 : BLOCK_BYTES, 1);
+  let next = 0;
   if (reading) {
     // Something to read: 64 MiB written sequentially first.
     const big = Buffer.alloc(1024 * 1024, 7);
@@ -58,7 +61,11 @@ try {
     while (performance.now() < end) {
       const t = performance.now();
       if (reading) await vol.read(rnd.int(0, 16383) * BLOCK_BYTES, BLOCK_BYTES);
-      else await vol.write(rnd.int(0, 262143) * BLOCK_BYTES, block);
+      else if (sequential) {
+        const at = next;
+        next = (next + block.length) % (1024 ** 3);
+        await vol.write(at, block);
+      } else await vol.write(rnd.int(0, 262143) * BLOCK_BYTES, block);
       lat.push(performance.now() - t);
       ops++;
     }
@@ -68,7 +75,7 @@ try {
   const threadsAfter = pids.map(threads);
   const per = (ms: number): string => (ms / ops).toFixed(3);
   const mean = lat.reduce((a, b) => a + b, 0) / lat.length;
-  console.log(`rep${rep} 4K rand${reading ? 'read' : 'write'} QD${qd}: ${(ops / seconds).toFixed(0)} IOPS, mean ${mean.toFixed(3)} ms; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`);
+  console.log(`rep${rep} ${sequential ? '1M seqwrite' : `4K rand${reading ? 'read' : 'write'}`} QD${qd}: ${(ops / seconds).toFixed(0)} IOPS, mean ${mean.toFixed(3)} ms; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`);
   console.log(`CPU ms per op: client ${((c1.user + c1.system) / 1000 / ops).toFixed(3)} (user ${per(c1.user / 1000)} sys ${per(c1.system / 1000)})`);
   let total = (c1.user + c1.system) / 1000;
   pids.forEach((_, i) => {
