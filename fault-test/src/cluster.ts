@@ -6,7 +6,13 @@
  *                   publishes the shard-map file), storpool-block (client id 1, NBD unix sockets)
  *   host i (1..K):  storpool-server for disk i, listening on <host ip>:7001
  *
- * Server i is disk i, server id i, on lab host i (1-based throughout). Everything is started by
+ * Server i is disk i, server id i, on lab host i (1-based throughout).
+ *
+ * Map delivery: on real hosts a server learns a new shard map over the network, so a host cut off
+ * from the management plane keeps the map it had. Here every host gets its own copy of the map
+ * file (<dir>/maps/host-N.json), copied from mgmt's as it changes, except to hosts partitioned from
+ * the root namespace: a partitioned old primary really is on an old epoch until healed
+ * (`mapDelivery: 'shared'` gives every server mgmt's own file instead). Everything is started by
  * PID and stopped in stop(), also when start() fails half-way; a process 'exit' handler SIGKILLs
  * what is left, and the lab removes namespaces and rules. Logs: <dir>/logs/*.log (FAULT_KEEP_TMP=1
  * keeps the directory).
@@ -14,7 +20,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +39,8 @@ export const CLIENT_ID = 1;
 const MiB = 1024 * 1024;
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 15_000;
+/** How often mgmt's map file is checked for a new map to deliver to the hosts (a stat each time). */
+const MAP_DELIVERY_POLL_MS = 20;
 
 /** What a server's command line is built from (see FaultClusterOptions.serverArgs). */
 export interface ServerLaunch {
@@ -40,6 +48,7 @@ export interface ServerLaunch {
   diskPath: string;
   host: LabHost;
   port: number;
+  /** The map file this server reads (its host's copy, or mgmt's own with mapDelivery 'shared'). */
   mapFile: string;
   /** etcd client URL reachable from the host namespace. */
   etcdEndpoint: string;
@@ -63,6 +72,11 @@ export interface FaultClusterOptions {
   serverArgs?: (s: ServerLaunch) => string[];
   /** Extra environment of the servers. */
   serverEnv?: Record<string, string>;
+  /**
+   * 'per-host' (default): each host reads its own copy of the map file, not updated while the host
+   * is partitioned from the root namespace; 'shared': every server reads mgmt's file.
+   */
+  mapDelivery?: 'per-host' | 'shared';
   /** Extra argv of storpool-mgmt / storpool-block. */
   mgmtArgs?: string[];
   blockArgs?: string[];
@@ -164,6 +178,15 @@ export class FaultCluster {
   #clients: StorpoolClient[] = [];
   #statsClient: StorpoolClient | undefined;
   #stopped = false;
+  /** Hosts that get no new map (partitioned from the root namespace). */
+  readonly #mapCut = new Set<number>();
+  /** Per host: the map text last delivered. */
+  readonly #delivered = new Map<number, string>();
+  #mapTimer: NodeJS.Timeout | undefined;
+  /** Deliveries run one at a time (the timer, heal() and restartServer() all ask for one). */
+  #delivering: Promise<void> = Promise.resolve();
+  #mapVersion = '';
+  #mapText = '';
 
   private constructor(dir: string, lab: NetnsLab, options: FaultClusterOptions) {
     this.dir = dir;
@@ -213,6 +236,14 @@ export class FaultCluster {
       return m.disks.length === this.lab.hosts.length ? m : undefined;
     });
     this.clusterId = map.clusterId;
+    await mkdir(join(this.dir, 'maps'), { recursive: true });
+    let polling = false;
+    this.#mapTimer = setInterval(() => {
+      if (polling) return;
+      polling = true;
+      void this.deliverMaps().catch(() => undefined).finally(() => { polling = false; });
+    }, MAP_DELIVERY_POLL_MS);
+    this.#mapTimer.unref();
     await Promise.all(this.servers.map((s) => this.#format(s)));
     await Promise.all(this.servers.map((s) => this.restartServer(s.diskId)));
     await this.api.request('POST', 'VolumeTemplateCreate', [], { name: 'default', replication: this.#o.replication ?? 3, placeAll: 'default' });
@@ -283,7 +314,7 @@ export class FaultCluster {
   }
 
   #launch(s: FaultServer): ServerLaunch {
-    return { diskId: s.diskId, diskPath: s.diskPath, host: s.host, port: s.port, mapFile: this.mapFile, etcdEndpoint: this.etcd!.endpoint, mgmtUrl: this.mgmtUrl, logLevel: this.#logLevel };
+    return { diskId: s.diskId, diskPath: s.diskPath, host: s.host, port: s.port, mapFile: this.hostMapFile(s.diskId), etcdEndpoint: this.etcd!.endpoint, mgmtUrl: this.mgmtUrl, logLevel: this.#logLevel };
   }
 
   /** The default server command line (serverArgs may extend it). */
@@ -298,6 +329,7 @@ export class FaultCluster {
   async restartServer(i: number, options: { wait?: boolean } = {}): Promise<void> {
     const s = this.server(i);
     if (s.proc !== undefined) throw new Error(`server ${i} is running (pid ${s.proc.pid})`);
+    await this.deliverMaps();
     const args = (this.#o.serverArgs ?? FaultCluster.defaultServerArgs)(this.#launch(s));
     const proc = this.lab.spawn(s.host, process.execPath, [SERVER_BIN, ...args], { env: { ...process.env, ...this.#o.serverEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(join(this.dir, 'logs', `server-${s.diskId}.log`), { flags: 'a' });
@@ -321,20 +353,63 @@ export class FaultCluster {
     if (s.proc === proc) s.proc = undefined;
   }
 
-  /** Cuts host i off (default: from everyone, root namespace included: mgmt, etcd, the block service). */
-  partitionHost(i: number, from: PartitionPeers = 'all'): Promise<void> {
-    return this.lab.partition(this.server(i).host, { from: from === 'all' ? 'all' : from.map((p) => (p === 'root' ? p : this.server(typeof p === 'number' ? p : p.index).host)) });
+  /**
+   * Cuts host i off (default: from everyone, root namespace included: mgmt, etcd, the block
+   * service). Cut from the root namespace, the host gets no new shard map until healed.
+   */
+  async partitionHost(i: number, from: PartitionPeers = 'all'): Promise<void> {
+    // Before the rules: no map may slip through once the host is cut.
+    if (from === 'all' || from.includes('root')) this.#mapCut.add(i);
+    await this.lab.partition(this.server(i).host, { from: from === 'all' ? 'all' : from.map((p) => (p === 'root' ? p : this.server(typeof p === 'number' ? p : p.index).host)) });
   }
 
-  /** Removes host i's partition rules (every host's without an argument). */
-  heal(i?: number): Promise<void> {
-    return this.lab.heal(i === undefined ? undefined : this.server(i).host);
+  /** Removes host i's partition rules (every host's without an argument); its map is delivered again. */
+  async heal(i?: number): Promise<void> {
+    await this.lab.heal(i === undefined ? undefined : this.server(i).host);
+    if (i === undefined) this.#mapCut.clear();
+    else this.#mapCut.delete(i);
+    await this.deliverMaps();
+  }
+
+  /** The shard-map file server i reads (mgmt's own with mapDelivery 'shared'). */
+  hostMapFile(i: number): string {
+    return this.#o.mapDelivery === 'shared' ? this.mapFile : join(this.dir, 'maps', `host-${i}.json`);
+  }
+
+  /** The epoch of the map server i's host was last given (mgmt's with mapDelivery 'shared'). */
+  async hostMapEpoch(i: number): Promise<number> {
+    return (JSON.parse(await readFile(this.hostMapFile(i), 'utf8')) as { epoch: number }).epoch;
+  }
+
+  /** Copies mgmt's map file to every host not cut from the root namespace, if it changed (atomically: temp + rename). */
+  deliverMaps(): Promise<void> {
+    if (this.#o.mapDelivery === 'shared') return Promise.resolve();
+    const run = this.#delivering.then(async () => {
+      const st = await stat(this.mapFile).catch(() => undefined);
+      if (st === undefined) return;
+      // mgmt replaces the file (temp + rename): a new inode or mtime is a new map.
+      const version = `${st.ino}/${st.mtimeMs}`;
+      if (version !== this.#mapVersion) {
+        this.#mapText = await readFile(this.mapFile, 'utf8');
+        this.#mapVersion = version;
+      }
+      for (const s of this.servers) {
+        if (this.#mapCut.has(s.diskId) || this.#delivered.get(s.diskId) === this.#mapText) continue;
+        const path = this.hostMapFile(s.diskId);
+        await writeFile(`${path}.tmp`, this.#mapText);
+        await rename(`${path}.tmp`, path);
+        this.#delivered.set(s.diskId, this.#mapText);
+      }
+    });
+    // A failed delivery (the directory going away at stop) must not block the next ones.
+    this.#delivering = run.catch(() => undefined);
+    return run;
   }
 
   /**
-   * A new host with a new disk and server, registered in the placement group `default` (mgmt
-   * rebuilds the shard map: with the current code no data moves, so objects whose shards moved
-   * are not found on the new disk until a rebalancer exists).
+   * A new host with a new disk and server, registered in the placement group `default`: mgmt
+   * puts the disk in the target placement of its share of the shards, it joins them and the
+   * primaries copy them to it (docs/resilience.md, rebalancing).
    */
   async addServer(): Promise<FaultServer> {
     const host = await this.lab.addHost();
@@ -423,6 +498,7 @@ export class FaultCluster {
   async stop(options: { keepDir?: boolean } = {}): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    if (this.#mapTimer !== undefined) clearInterval(this.#mapTimer);
     for (const c of this.#clients) c.close();
     this.#clients = [];
     const errors: unknown[] = [];

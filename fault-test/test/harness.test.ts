@@ -8,8 +8,12 @@
  *  (c) SIGKILL of a server during writes, restart after 10 s: the leader marks it down, writes go
  *      on with two copies; back, it catches up copying only what changed (a 16 MiB ballast volume
  *      written before is not copied); no acknowledged write lost, no I/O error, copies equal;
- *  (f) a host partitioned from everything for 20 s during writes, then healed: writes go on
- *      (its disk is marked down), it catches up, copies end equal, nothing acknowledged lost;
+ *  (f) split brain: host 3 cut from the management plane (its disk is marked down, it keeps the
+ *      old map), then from everything for 20 s during writes, then healed: writes go on, it
+ *      catches up, copies end equal, nothing acknowledged lost; a client inside host 3 on the old
+ *      map gets none of its writes acknowledged — its peers refuse the old epoch (their
+ *      staleEpochRefused counters), cut off it reaches nobody, healed the old primary refuses the
+ *      old epoch itself — and none of those writes survives on any copy;
  *  (d) storpool-mgmt SIGKILLed and restarted keeps the cluster state (etcd);
  *  (e) addServer(): a 4th host, disk and server join.
  * FAULT_SEED=N replays a writer's block choice and contents.
@@ -18,9 +22,12 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, bytesCopied, formatReport, waitCaughtUp } from '../src/index.js';
+import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, bytesCopied, formatReport, freezeMap, staleWrite, waitCaughtUp } from '../src/index.js';
 
 const MiB = 1024 * 1024;
+const OBJECT = 4 * MiB;
+/** Objects of the split-brain probe volume of (f): enough that some have disk 3 as primary. */
+const STALE_OBJECTS = 32;
 let cluster: FaultCluster | undefined;
 const writers: VerifyingWriter[] = [];
 
@@ -29,6 +36,16 @@ function newWriter(socketPath: string, name: string, blocks: number): VerifyingW
   writers.push(w);
   process.stdout.write(`[fault-test] ${name}: ${w.describe()}\n`);
   return w;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(250);
+  }
 }
 
 /** Fills [0, bytes) of a volume with a byte, 1 MiB at a time, through NBD. */
@@ -158,22 +175,77 @@ describe('fault harness', () => {
     expect(report.counts.acked, formatReport(report)).toBeGreaterThan(150);
   }, 480_000);
 
-  it('(f) partition a host from everything for 20 s during writes, heal: nothing acknowledged lost, copies equal again', async () => {
+  it("(f) partition a host for 20 s during writes, heal: nothing acknowledged lost, copies equal; the old primary's stale-epoch writes are refused", async () => {
     const c = cluster!;
     const vol = await c.createVolume('partitioned', 32 * MiB);
+    // Split-brain probe: the first block of each of 32 objects written once (0x11) before the cut;
+    // a client that only reaches host 3 later writes them again through a frozen old map.
+    const stale = await c.createVolume('stale-epoch', STALE_OBJECTS * OBJECT);
+    const client = await c.client();
+    const sv = client.volume({ volumeId: stale.dataId, placementId: stale.placementId, parents: [], sizeBytes: stale.size, group: stale.group });
+    for (let o = 0; o < STALE_OBJECTS; o++) await sv.write(o * OBJECT, Buffer.alloc(4096, 0x11));
+    const old = await freezeMap(c, 'f');
+    await client.refreshMap();
+    expect(client.router.epoch, 'the map moved while it was frozen').toBe(old.epoch);
+    // Objects whose primary is disk 3 at the old epoch: after the cut their primary moves away.
+    const victims = [...Array(STALE_OBJECTS).keys()].filter((o) => client.router.locate(stale.group, stale.placementId, o).replicas[0] === 3).slice(0, 4);
+    expect(victims.length).toBeGreaterThan(0);
+    const refused = async (disks: number[]): Promise<number> => {
+      let n = 0;
+      for (const d of disks) n += ((await c.diskStats(d)) as { service: { staleEpochRefused: number } }).service.staleEpochRefused;
+      return n;
+    };
+    const log = (line: string): void => void process.stdout.write(`[fault-test] partition: ${line}\n`);
+
     const w = newWriter(vol.socketPath, 'partition', (32 * MiB) / 4096);
     await w.start();
     await w.waitAcked(200, 60_000);
+    // 1. Host 3 loses the management plane (mgmt, etcd, the block service, map delivery) but still
+    //    reaches its peers: the leader marks disk 3 down and the map moves on without it.
+    await c.partitionHost(3, ['root']);
+    await until('disk 3 out of every in-sync list', async () => {
+      await client.refreshMap();
+      return victims.every((o) => !client.router.locate(stale.group, stale.placementId, o).replicas.includes(3)) ? true : undefined;
+    }, 60_000);
+    const moved = client.router.epoch;
+    expect(await c.hostMapEpoch(3), 'host 3 must still be on the old map').toBe(old.epoch);
+    expect(await c.hostMapEpoch(1)).toBeGreaterThanOrEqual(moved);
+    const refusedByPeers = await refused([1, 2]);
+    const viaPeers = await staleWrite(c, 3, stale, old.path, victims, 0x22);
+    const refusedByPeersDelta = (await refused([1, 2])) - refusedByPeers;
+    log(`old primary (disk 3, epoch ${old.epoch}, map now ${moved}) with its peers reachable: ${JSON.stringify(viaPeers)}; peers refused ${refusedByPeersDelta} stale-epoch requests`);
+    // The old primary writes locally and forwards with its old epoch; the peers, on the new map, refuse.
+    expect(viaPeers.filter((r) => r.ok)).toEqual([]);
+    expect(viaPeers.map((r) => r.code)).toEqual(victims.map(() => 'MAP_ERR_STALE_EPOCH'));
+    expect(refusedByPeersDelta).toBeGreaterThanOrEqual(victims.length);
+
+    // 2. Cut from everything for 20 s: writes go on with the other copies; the old primary's
+    //    writes reach nobody and are not acknowledged either.
     await c.partitionHost(3, 'all');
+    const cutAt = Date.now();
     const ackedAtCut = w.progress.acked;
-    await sleep(20_000);
+    const isolated = await staleWrite(c, 3, stale, old.path, victims, 0x33);
+    log(`old primary cut from everything: ${JSON.stringify(isolated)}`);
+    expect(isolated.filter((r) => r.ok)).toEqual([]);
+    await sleep(Math.max(0, 20_000 - (Date.now() - cutAt)));
     const ackedWhileCut = w.progress.acked - ackedAtCut;
+    expect(await c.hostMapEpoch(3)).toBe(old.epoch);
+
+    // 3. Healed: host 3 gets the new map; the old primary itself now refuses the old epoch.
     await c.heal(3);
+    await until('server 3 on the new map', async () => (((await c.diskStats(3).catch(() => ({ epoch: 0 }))) as { epoch: number }).epoch >= moved ? true : undefined), 60_000);
+    const refusedBy3 = await refused([3]);
+    const afterHeal = await staleWrite(c, 3, stale, old.path, victims, 0x44);
+    const refusedBy3Delta = (await refused([3])) - refusedBy3;
+    log(`old primary after the heal: ${JSON.stringify(afterHeal)}; it refused ${refusedBy3Delta} stale-epoch requests`);
+    expect(afterHeal.map((r) => r.code)).toEqual(victims.map(() => 'MAP_ERR_STALE_EPOCH'));
+    expect(refusedBy3Delta).toBeGreaterThanOrEqual(victims.length);
+
     await w.waitAcked(w.progress.acked + 200, 90_000);
     const summary = await w.stop();
     await waitCaughtUp(c, [3]);
     const replicas = await c.waitReplicasEqual(vol, 120_000);
-    process.stdout.write(`[fault-test] partition: ${summary.acked} writes acknowledged (${ackedWhileCut} while host 3 was cut off), ${summary.errors} I/O errors, max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas\n`);
+    log(`${summary.acked} writes acknowledged (${ackedWhileCut} while host 3 was cut off), ${summary.errors} I/O errors, max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas`);
     // Writes went on while host 3 was cut off (its disk marked down, shards on the other two).
     expect(ackedWhileCut).toBeGreaterThan(0);
     expect(summary.ioErrors, w.describe()).toEqual([]);
@@ -181,7 +253,27 @@ describe('fault harness', () => {
     expect(replicas.diffs).toEqual([]);
     const report = await w.verify();
     expect(report.badCount, formatReport(report)).toBe(0);
-  }, 300_000);
+    // Nothing of the unacknowledged writes is left anywhere: every copy of every victim (disk 3's,
+    // which took them locally, included) holds the acknowledged 0x11.
+    await client.refreshMap();
+    const labels: string[] = [];
+    for (const o of victims) {
+      const { replicas: disks } = client.router.locate(stale.group, stale.placementId, o);
+      expect(disks).toContain(3);
+      const copies = await Promise.all(disks.map((d) => client.readReplica(d, stale.group, stale.dataId, o, 0, 4096, stale.placementId)));
+      expect(copies.map((r) => r.data.equals(Buffer.alloc(4096, 0x11))), `object ${o} on disks ${disks.join(',')}`).toEqual(disks.map(() => true));
+      expect((await sv.read(o * OBJECT, 4096)).equals(Buffer.alloc(4096, 0x11))).toBe(true);
+      // The copies that never took the stale writes agree on the version of the acknowledged one.
+      const others = copies.filter((_, i) => disks[i] !== 3).map((r) => r.version);
+      expect(new Set(others).size, `object ${o}: versions ${copies.map((r, i) => `${disks[i]}:${r.version}`).join(',')}`).toBe(1);
+      // Known limit (docs/resilience.md): the catch-up copy raises a target's version but never
+      // lowers it, so disk 3 keeps the version of its own unacknowledged write over the right data.
+      const on3 = copies[disks.indexOf(3)]!.version;
+      expect(on3).toBeGreaterThanOrEqual(others[0]!);
+      labels.push(`object ${o}: disk 3 v${on3}, others v${others[0]}`);
+    }
+    log(`copies of the stale-written objects after the catch-up: all 0x11; ${labels.join('; ')}`);
+  }, 420_000);
 
   it('(d) storpool-mgmt SIGKILLed and restarted: the cluster state is kept in etcd', async () => {
     const c = cluster!;
