@@ -66,14 +66,16 @@ export class EtcdMetaStore extends BaseMetaStore {
     // Each attempt gets a third of the call's time: a member that died with our request in flight
     // costs one attempt, and the client library retries on another member (up to 3 attempts).
     const attemptMs = Math.max(ETCD_ATTEMPT_TIMEOUT_MS_MIN, Math.floor(timeoutMs / 3));
+    // A longer call deadline (slow or starved hosts, e.g. VMs without KVM) lengthens the connect too.
+    const connectMs = Math.max(ETCD_CONNECT_TIMEOUT_MS, timeoutMs);
     const client = new Etcd3({
       hosts: [...options.endpoints],
-      dialTimeout: ETCD_CONNECT_TIMEOUT_MS,
+      dialTimeout: connectMs,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: new Date(Date.now() + attemptMs) }),
     });
     const store = new EtcdMetaStore(options, client);
     try {
-      await store.#call('connect', () => client.maintenance.status(), ETCD_CONNECT_TIMEOUT_MS);
+      await store.#call('connect', () => client.maintenance.status(), connectMs);
     } catch (error) {
       client.close();
       if (error instanceof StorpoolError) throw error;

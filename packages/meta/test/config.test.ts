@@ -37,4 +37,12 @@ describe('metadata store config', () => {
     expect(isMetaError(error, 'META_ERR_UNAVAILABLE') || isMetaError(error, 'META_ERR_TIMEOUT')).toBe(true);
     expect(Date.now() - started).toBeLessThan(8_000);
   });
+
+  it('waits for an unreachable etcd as long as a call deadline longer than the connect default', async () => {
+    // Slow or starved hosts (VMs without KVM) get --etcd-timeout: the connect must honour it too.
+    const started = Date.now();
+    const error = await openMetaStore({ backend: 'etcd', endpoints: ['http://127.0.0.1:1'], callTimeoutMs: 8_000 }).catch((caught: unknown) => caught);
+    expect(isMetaError(error, 'META_ERR_UNAVAILABLE') || isMetaError(error, 'META_ERR_TIMEOUT')).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(7_000);
+  });
 });

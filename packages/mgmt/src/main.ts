@@ -1,7 +1,7 @@
 /**
  * storpool-mgmt: argv and environment only; the work is in service.ts.
  *
- *   storpool-mgmt (--meta-dir DIR | --etcd URL,URL [--etcd-prefix P]) [--listen HOST:PORT]
+ *   storpool-mgmt (--meta-dir DIR | --etcd URL,URL [--etcd-prefix P] [--etcd-timeout SECONDS]) [--listen HOST:PORT]
  *                 [--token TOKEN] [--map-file PATH] [--log-level LEVEL]
  *
  * Environment: SP_API_HTTP_HOST, SP_API_HTTP_PORT, SP_AUTH_TOKEN (the flags win).
@@ -13,7 +13,7 @@ import type { MetaConfig } from '@storpool/meta';
 import { pino } from 'pino';
 import { startManagementService } from './service.js';
 
-const USAGE = `usage: storpool-mgmt (--meta-dir DIR | --etcd URL[,URL...] [--etcd-prefix PREFIX])
+const USAGE = `usage: storpool-mgmt (--meta-dir DIR | --etcd URL[,URL...] [--etcd-prefix PREFIX] [--etcd-timeout SECONDS])
                      [--listen HOST:PORT] [--token TOKEN] [--map-file PATH] [--log-level LEVEL]
                      [--down-after SECONDS] [--re-replicate-after SECONDS] [--min-replicas N] [--sync-mbps MB/s]
 environment: SP_API_HTTP_HOST, SP_API_HTTP_PORT (default 127.0.0.1:81), SP_AUTH_TOKEN`;
@@ -26,7 +26,7 @@ async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      'meta-dir': { type: 'string' }, etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, listen: { type: 'string' },
+      'meta-dir': { type: 'string' }, etcd: { type: 'string' }, 'etcd-prefix': { type: 'string' }, 'etcd-timeout': { type: 'string' }, listen: { type: 'string' },
       token: { type: 'string' }, 'map-file': { type: 'string' }, 'log-level': { type: 'string', default: 'info' }, help: { type: 'boolean', short: 'h' },
       'down-after': { type: 'string' }, 're-replicate-after': { type: 'string' }, 'min-replicas': { type: 'string' }, 'sync-mbps': { type: 'string' },
     },
@@ -39,7 +39,13 @@ async function main(argv: string[]): Promise<void> {
   if (values['meta-dir'] !== undefined && values.etcd !== undefined) usage('give either --meta-dir or --etcd');
   if (values['meta-dir'] !== undefined) meta = { backend: 'embedded', dir: resolve(values['meta-dir']) };
   else if (values.etcd !== undefined) {
-    meta = { backend: 'etcd', endpoints: values.etcd.split(',').filter((e) => e !== ''), ...(values['etcd-prefix'] !== undefined ? { prefix: values['etcd-prefix'] } : {}) };
+    const timeout = values['etcd-timeout'];
+    if (timeout !== undefined && (!/^\d+(\.\d+)?$/.test(timeout) || Number(timeout) < 0.1 || Number(timeout) > 600)) usage(`--etcd-timeout ${timeout} must be seconds between 0.1 and 600`);
+    meta = {
+      backend: 'etcd', endpoints: values.etcd.split(',').filter((e) => e !== ''),
+      ...(values['etcd-prefix'] !== undefined ? { prefix: values['etcd-prefix'] } : {}),
+      ...(timeout !== undefined ? { callTimeoutMs: Math.round(Number(timeout) * 1000) } : {}),
+    };
   } else usage('--meta-dir or --etcd is required');
   let host = process.env['SP_API_HTTP_HOST'] ?? '127.0.0.1';
   let portText = process.env['SP_API_HTTP_PORT'] ?? '81';
