@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { isMetaError, openMetaStore, validateMetaConfig } from '../src/index.js';
 
@@ -40,9 +41,19 @@ describe('metadata store config', () => {
 
   it('waits for an unreachable etcd as long as a call deadline longer than the connect default', async () => {
     // Slow or starved hosts (VMs without KVM) get --etcd-timeout: the connect must honour it too.
-    const started = Date.now();
-    const error = await openMetaStore({ backend: 'etcd', endpoints: ['http://127.0.0.1:1'], callTimeoutMs: 8_000 }).catch((caught: unknown) => caught);
-    expect(isMetaError(error, 'META_ERR_UNAVAILABLE') || isMetaError(error, 'META_ERR_TIMEOUT')).toBe(true);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(7_000);
-  });
+    // A peer that accepts connections and never answers: a host too starved to reply in time.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const started = Date.now();
+      const error = await openMetaStore({ backend: 'etcd', endpoints: [`http://127.0.0.1:${port}`], callTimeoutMs: 8_000 }).catch((caught: unknown) => caught);
+      expect(isMetaError(error, 'META_ERR_UNAVAILABLE') || isMetaError(error, 'META_ERR_TIMEOUT')).toBe(true);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(7_000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      silent.close();
+    }
+  }, 30_000);
 });
