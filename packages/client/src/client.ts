@@ -166,10 +166,20 @@ export class StorpoolClient {
    * to parents): for checks and tools. placementId defaults to volumeId.
    */
   async readReplica(diskId: number, group: number, volumeId: number, objectIndex: number, offset: number, length: number, placementId = volumeId): Promise<{ data: Buffer; version: number }> {
-    const router = this.#view.router;
-    const { shard } = router.locate(group, placementId, objectIndex);
     const conn = await this.#pool.get(diskId);
-    const reply = await conn.request({ op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: router.epoch, group, parentCount: 0, volumeId, objectIndex, offset, length, version: 0, placementId, shard }, [], this.#requestTimeoutMs);
+    let reply;
+    for (let attempt = 1; ; attempt++) {
+      const router = this.#view.router;
+      const { shard } = router.locate(group, placementId, objectIndex);
+      try {
+        reply = await conn.request({ op: Op.REPLICA_READ, flags: RequestFlag.NO_REPAIR, epoch: router.epoch, group, parentCount: 0, volumeId, objectIndex, offset, length, version: 0, placementId, shard }, [], this.#requestTimeoutMs);
+        break;
+      } catch (err) {
+        // The map moved on under us: read it again and ask the same disk at the new epoch.
+        if (attempt >= 3 || !(err instanceof StorpoolError) || err.code !== 'MAP_ERR_STALE_EPOCH') throw err;
+        await this.refreshMap();
+      }
+    }
     const { data, crcs } = splitDataPayload(reply.payload, length);
     if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `replica read from disk ${diskId}: CRC mismatch`);
     return { data, version: reply.header.version };
