@@ -65,6 +65,12 @@ export const GUEST_PACKAGES = [
   'libmd0',
   'libcap2',
   'libxtables12',
+  // dmsetup: a dm-multipath device over two iSCSI sessions (no multipathd: the table is set by hand)
+  'dmsetup',
+  'libdevmapper1.02.1',
+  'libselinux1',
+  'libpcre2-8-0',
+  'libudev1',
   // C++ runtime: lets the host's own `node` binary (shared in over 9p) run in the guest
   'libstdc++6',
   'libgcc-s1',
@@ -82,6 +88,8 @@ export const GUEST_MODULES = [
   'iscsi_tcp', 'sd_mod',
   // 9p shares from the host (RunVmOptions.shares)
   '9pnet_virtio', '9p',
+  // dm-multipath over two iSCSI paths (dmsetup; dm_mod comes as their dependency)
+  'dm_multipath', 'dm_round_robin',
 ] as const;
 
 /** Binaries copied into the guest: [path in the package tree, path in the guest]. */
@@ -94,6 +102,7 @@ const GUEST_BINARIES: [string, string][] = [
   ['sbin/xfs_repair', 'sbin/xfs_repair'],
   ['sbin/iscsistart', 'sbin/iscsistart'],
   ['sbin/tc', 'sbin/tc'],
+  ['sbin/dmsetup', 'sbin/dmsetup'],
 ];
 
 /** Libraries copied besides the binaries' closure: what the host's `node` needs beyond libc. */

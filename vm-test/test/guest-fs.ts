@@ -85,13 +85,21 @@ echo "@@DEVSUM-${c.label} $(dd if=${c.dev} bs=1M count=${DEVSUM_BYTES / MiB} 2>/
 `;
 }
 
-/** Guest shell: fail if the kernel logged any I/O, file system or nbd connection error. */
-export const DMESG_CHECK = `
-if dmesg | grep -iE 'I/O error|EXT4-fs error|EXT4-fs warning|XFS \\(.*\\): .*(error|corrupt|shutdown)|blk_update_request|nbd[0-9]+: (Connection timed out|Receive control failed|Dead connection)|buffer_io_error' > /tmp/dmesg.bad; then
+/**
+ * Guest shell: fail if the kernel logged any I/O, file system or nbd connection error. `ignore`:
+ * an extended regex (may use shell variables) of lines that are expected, e.g. the errors of a
+ * multipath path that was made to fail.
+ */
+export function dmesgCheck(ignore?: string): string {
+  return `
+if dmesg | ${ignore !== undefined ? `{ grep -vE "${ignore}" || true; } | ` : ''}grep -iE 'I/O error|EXT4-fs error|EXT4-fs warning|XFS \\(.*\\): .*(error|corrupt|shutdown)|blk_update_request|nbd[0-9]+: (Connection timed out|Receive control failed|Dead connection)|buffer_io_error' > /tmp/dmesg.bad; then
   cat /tmp/dmesg.bad
   fail "kernel reported I/O errors"
 fi
 `;
+}
+
+export const DMESG_CHECK = dmesgCheck();
 
 export function marker(result: VmResult, name: string): string | undefined {
   return result.lines.find((l) => l.startsWith(`@@${name} `))?.slice(name.length + 3).trim();
