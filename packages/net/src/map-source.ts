@@ -57,6 +57,22 @@ export class ShardMapView {
     return this.#router;
   }
 
+  /**
+   * Refreshes until the map is at `epoch` or later, or `timeoutMs` passed; resolves with the newest
+   * router either way. For a request planned on a map this process has not seen yet: the map's
+   * publication (a file written by the management service) may lag the request by a moment.
+   */
+  async atLeast(epoch: number, timeoutMs: number, pollMs = 50): Promise<ShardRouter> {
+    const deadline = Date.now() + timeoutMs;
+    let router = this.#router;
+    while (router.epoch < epoch) {
+      router = await this.refresh();
+      if (router.epoch >= epoch || Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+    return router;
+  }
+
   refresh(): Promise<ShardRouter> {
     this.#loading ??= this.#source
       .load()

@@ -28,7 +28,8 @@ export interface ReleaseHost {
   readonly store: ObjectStore;
   readonly log: Logger;
   router(): ShardRouter;
-  refreshRouter(): Promise<ShardRouter>;
+  /** The map at `epoch` or later if it shows up within a moment, else the newest. */
+  routerAt(epoch: number): Promise<ShardRouter>;
 }
 
 export interface ReleaseCounters {
@@ -55,7 +56,7 @@ export class ShardRelease {
     const req = decodeShardReleaseRequest(payload);
     this.counters.releaseRequests++;
     let router = this.#host.router();
-    if (h.epoch > router.epoch) router = await this.#host.refreshRouter();
+    if (h.epoch > router.epoch) router = await this.#host.routerAt(h.epoch);
     if (h.epoch > router.epoch) throw new StorpoolError('MAP_ERR_STALE_EPOCH', `disk ${this.#host.diskId} is at map epoch ${router.epoch}, not yet at ${h.epoch}: retry`);
     const group = router.group(req.group);
     if (group === undefined) throw new StorpoolError('MAP_ERR_INVALID', `shard group ${req.group} is not in map epoch ${router.epoch}`);

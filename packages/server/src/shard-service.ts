@@ -104,6 +104,12 @@ export interface ServiceCounters {
 }
 
 const OBJECT_LIST_LIMIT_MAX = 65536;
+/**
+ * How long a management request (SHARD_SYNC, SHARD_RELEASE) planned on a newer map waits for this
+ * server to see that map: its publication may lag the leader's decision by a moment, and failing
+ * costs the leader a whole round.
+ */
+const MAP_CATCH_UP_MS = 2_000;
 
 export class ShardService {
   readonly counters: ServiceCounters = { requests: 0, staleEpochRefused: 0, readRepairs: 0, readRepairFailures: 0, replicaWrites: 0, replicaFailures: 0, compareAndWrites: 0, compareAndWriteMiscompares: 0, compareAndWriteRetriesWritten: 0 };
@@ -125,10 +131,10 @@ export class ShardService {
       log: options.log,
       replicaTimeoutMs: options.replicaTimeoutMs,
       router: () => options.view.router,
-      refreshRouter: () => options.view.refresh(),
+      routerAt: (epoch) => options.view.atLeast(epoch, MAP_CATCH_UP_MS),
       lockObject: (key) => this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, 0, BLOCKS_PER_OBJECT),
     });
-    this.#release = new ShardRelease({ diskId: options.diskId, store: options.store, log: options.log, router: () => options.view.router, refreshRouter: () => options.view.refresh() });
+    this.#release = new ShardRelease({ diskId: options.diskId, store: options.store, log: options.log, router: () => options.view.router, routerAt: (epoch) => options.view.atLeast(epoch, MAP_CATCH_UP_MS) });
   }
 
   get epoch(): number {

@@ -49,7 +49,8 @@ export interface SyncHost {
   readonly log: Logger;
   readonly replicaTimeoutMs: number;
   router(): ShardRouter;
-  refreshRouter(): Promise<ShardRouter>;
+  /** The map at `epoch` or later if it shows up within a moment (see ShardMapView.atLeast), else the newest. */
+  routerAt(epoch: number): Promise<ShardRouter>;
   /** The object's whole-range lock (the same table the primary's writes use). */
   lockObject(key: ObjectKey): Promise<() => void>;
 }
@@ -147,7 +148,7 @@ export class ShardSync {
   async run(h: RequestHeader, payload: Buffer): Promise<ShardSyncResult> {
     const req = decodeShardSyncRequest(payload);
     let router = this.#host.router();
-    if (h.epoch > router.epoch) router = await this.#host.refreshRouter();
+    if (h.epoch > router.epoch) router = await this.#host.routerAt(h.epoch);
     if (h.epoch < router.epoch) throw new StorpoolError('MAP_ERR_STALE_EPOCH', `request epoch ${h.epoch} < server epoch ${router.epoch}`);
     // The request was planned on a map this server has not loaded yet: the caller retries.
     if (h.epoch > router.epoch) throw new StorpoolError('REPL_ERR_SYNC_FAILED', `disk ${this.#host.diskId} is at map epoch ${router.epoch}, not yet at ${h.epoch}`);
