@@ -43,6 +43,8 @@ const CMD_WINDOW = 64;
 /** Largest Expected Data Transfer Length we buffer for one command. */
 const COMMAND_BYTES_MAX = 16 * 1024 * 1024;
 const LOGIN_KEYS_BYTES_MAX = 64 * 1024;
+/** The data of a command that carries none (shared: never written to). */
+const NO_DATA = Buffer.alloc(0);
 
 const LoginStatus = {
   SUCCESS: 0x0000,
@@ -436,12 +438,16 @@ export class IscsiConnection {
         return;
       }
       task.wanted = cmd.expectedLength;
-      task.buffer = Buffer.alloc(cmd.expectedLength);
-      if (p.data.length > 0) {
-        if (!this.#params.immediateData || p.data.length > Math.min(this.#params.firstBurst, cmd.expectedLength)) throw new PduError('immediate data beyond what was negotiated');
+      if (p.data.length > 0 && (!this.#params.immediateData || p.data.length > Math.min(this.#params.firstBurst, cmd.expectedLength))) throw new PduError('immediate data beyond what was negotiated');
+      if (p.data.length === cmd.expectedLength) {
+        // All the data came with the command (a small write): use it where it lies, no copy. It is
+        // a view of the received chunk, which nothing else writes to.
+        task.buffer = p.data;
+      } else {
+        task.buffer = Buffer.alloc(cmd.expectedLength);
         p.data.copy(task.buffer, 0);
-        task.received = p.data.length;
       }
+      task.received = p.data.length;
       // Unsolicited Data-Out follows unless InitialR2T=Yes or the command's F bit says none does.
       task.unsolicitedDone = this.#params.initialR2T || cmd.final || task.received >= Math.min(this.#params.firstBurst, task.wanted);
       this.#tasks.set(task.itt, task);
@@ -510,12 +516,12 @@ export class IscsiConnection {
       } else if (op === 0xa0 && this.#target !== undefined) {
         const first = this.#target.luns[0];
         const l = first === undefined ? undefined : this.#lun(first.lun);
-        work = l === undefined ? Promise.resolve(check(SenseKey.ILLEGAL_REQUEST, Asc.LUN_NOT_SUPPORTED)) : l.execute(cmd.cdb, Buffer.alloc(0));
+        work = l === undefined ? Promise.resolve(check(SenseKey.ILLEGAL_REQUEST, Asc.LUN_NOT_SUPPORTED)) : l.execute(cmd.cdb, NO_DATA);
       } else {
         work = Promise.resolve(check(SenseKey.ILLEGAL_REQUEST, Asc.LUN_NOT_SUPPORTED));
       }
     } else {
-      work = lun.execute(cmd.cdb, task.buffer ?? Buffer.alloc(0));
+      work = lun.execute(cmd.cdb, task.buffer ?? NO_DATA);
     }
     work.then(
       (r) => this.#respond(task, r),
@@ -541,7 +547,7 @@ export class IscsiConnection {
       this.#checkLogout();
       return;
     }
-    const data = r.data ?? Buffer.alloc(0);
+    const data = r.data ?? NO_DATA;
     const allowed = cmd.read ? edtl : 0;
     const send = data.subarray(0, Math.min(data.length, allowed));
     const residual = data.length > allowed ? { overflow: data.length - allowed } : data.length < allowed ? { underflow: allowed - data.length } : {};

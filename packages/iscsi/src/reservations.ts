@@ -281,6 +281,10 @@ export class MemoryReservationStore implements ReservationStore {
     return this.#states.get(lunId) ?? emptyPr();
   }
 
+  cached(lunId: string): PrState {
+    return this.#states.get(lunId) ?? emptyPr();
+  }
+
   async update<T>(lunId: string, fn: (s: PrState) => { state: PrState | undefined; result: T }): Promise<T> {
     const r = fn(this.#states.get(lunId) ?? emptyPr());
     if (r.state !== undefined) this.#states.set(lunId, r.state);

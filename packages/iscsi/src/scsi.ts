@@ -132,7 +132,7 @@ export class ScsiLun {
     const c = this.ctx;
     // NACA / link bits of the control byte are not supported
     if ((cdb[cdbLength(op) - 1]! & 0x05) !== 0) return invalidCdb(cdbLength(op) - 1);
-    const pr = await c.reservations.get(c.lunId, false);
+    const pr = c.reservations.cached?.(c.lunId) ?? await c.reservations.get(c.lunId, false);
     const resets = pr.resets ?? 0;
     if (this.#resetsSeen === undefined || this.#resetsSeen > resets) this.#resetsSeen = resets;
     if (!UA_EXEMPT.has(op) && resets > this.#resetsSeen) {

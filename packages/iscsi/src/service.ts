@@ -50,16 +50,27 @@ export interface IscsiService {
   close(): Promise<void>;
 }
 
-/** Reservations through the API's KV calls (compare-and-swap on the bucket version). */
+/**
+ * Reservations through the API's KV calls (compare-and-swap on the bucket version).
+ *
+ * I/O checks use a copy of the bucket requested at most PR_REFRESH_MS ago. Once the copy is half
+ * that old a refresh starts in the background, so commands keep running on the copy instead of all
+ * waiting for the API round trip (they used to, every PR_REFRESH_MS); only when no copy young
+ * enough is there (idle, or the API slower than PR_REFRESH_MS / 2) does a command wait.
+ */
 export class ApiReservationStore implements ReservationStore {
   readonly #api: StorpoolApi;
   #cache = new Map<string, PrState>();
-  #cachedAt = 0;
+  /** When the request behind #cache was sent: its age bounds how stale the copy may be. */
+  #requestedAt = -Infinity;
   #refreshing: Promise<void> | undefined;
   #created = false;
+  /** The clock (tests drive it by hand). */
+  readonly #now: () => number;
 
-  constructor(api: StorpoolApi) {
+  constructor(api: StorpoolApi, o: { now?: () => number } = {}) {
     this.#api = api;
+    this.#now = o.now ?? Date.now;
   }
 
   async #ensureBucket(): Promise<void> {
@@ -75,18 +86,34 @@ export class ApiReservationStore implements ReservationStore {
     return (await this.#api.request<{ version: number; pairs: Record<string, string> }>('GET', 'KV/List', [PR_BUCKET])).data;
   }
 
-  async #refresh(): Promise<void> {
-    const b = await this.#list();
-    const next = new Map<string, PrState>();
-    for (const [k, v] of Object.entries(b.pairs)) next.set(k, JSON.parse(v) as PrState);
-    this.#cache = next;
-    this.#cachedAt = Date.now();
+  /** One refresh at a time; callers that need a newer copy wait for it and start another. */
+  #refresh(): Promise<void> {
+    this.#refreshing ??= (async () => {
+      const requestedAt = this.#now();
+      const b = await this.#list();
+      const next = new Map<string, PrState>();
+      for (const [k, v] of Object.entries(b.pairs)) next.set(k, JSON.parse(v) as PrState);
+      this.#cache = next;
+      this.#requestedAt = requestedAt;
+    })().finally(() => { this.#refreshing = undefined; });
+    return this.#refreshing;
+  }
+
+  cached(lunId: string): PrState | undefined {
+    const age = this.#now() - this.#requestedAt;
+    if (age > PR_REFRESH_MS) return undefined;
+    // A failed background refresh is retried by the next command; one that must wait sees the error.
+    if (age > PR_REFRESH_MS / 2) this.#refresh().catch(() => undefined);
+    return this.#cache.get(lunId) ?? emptyPr();
   }
 
   async get(lunId: string, fresh: boolean): Promise<PrState> {
-    if (fresh || Date.now() - this.#cachedAt > PR_REFRESH_MS) {
-      this.#refreshing ??= this.#refresh().finally(() => { this.#refreshing = undefined; });
-      await this.#refreshing;
+    if (fresh) {
+      // PR IN/OUT: a copy requested after this call, not one already on its way.
+      await this.#refreshing?.catch(() => undefined);
+      await this.#refresh();
+    } else {
+      while (this.#now() - this.#requestedAt > PR_REFRESH_MS) await this.#refresh();
     }
     return this.#cache.get(lunId) ?? emptyPr();
   }

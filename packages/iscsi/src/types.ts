@@ -60,6 +60,12 @@ export interface PrState {
 export interface ReservationStore {
   /** The current state (may be cached up to the store's refresh interval for I/O checks). */
   get(lunId: string, fresh: boolean): Promise<PrState>;
+  /**
+   * The state for an I/O check if the store has one young enough, without waiting (undefined:
+   * call `get`). Every SCSI command checks reservations, so this spares each one an await and,
+   * for a remote store, from queueing behind a refresh.
+   */
+  cached?(lunId: string): PrState | undefined;
   /** Runs `fn` on the latest state and stores what it returns (undefined: no change); retried on conflict. */
   update<T>(lunId: string, fn: (s: PrState) => { state: PrState | undefined; result: T }): Promise<T>;
 }
