@@ -1,6 +1,6 @@
 /**
  * Ad-hoc profile of 4 KiB random writes (REP=1|3, QD, THICK=1, SECONDS_RUN, READ=1 for reads,
- * SEQ=1 for 1 MiB sequential writes):
+ * SEQ=1 for 1 MiB sequential writes, FILL=1 to write the whole 1 GiB volume first):
  * IOPS, commits, and CPU per op per process, split into user/system and main thread/other threads
  * (libuv threadpool, LMDB, GC). CPU per op is the metric to compare on a busy machine.
  */
@@ -43,6 +43,11 @@ try {
   const vol = client.volume({ volumeId: 1, sizeBytes: 1024 ** 3, group: 1 });
   const block = Buffer.alloc(sequential ? 1024 * 1024 : BLOCK_BYTES, 1);
   let next = 0;
+  if (process.env.FILL === '1') {
+    // A full volume first (as after a sequential fill): random writes then overwrite, and the index is large.
+    const big = Buffer.alloc(1024 * 1024, 3);
+    for (let off = 0; off < 1024 ** 3; off += big.length) await vol.write(off, big);
+  }
   if (reading) {
     // Something to read: 64 MiB written sequentially first.
     const big = Buffer.alloc(1024 * 1024, 7);
