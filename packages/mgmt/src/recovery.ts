@@ -274,12 +274,14 @@ export class Recovery {
       list.push([o.dataId, o.placementId]);
       dataIds.set(o.group, list);
     }
-    for (const job of peers.values()) {
+    // Peering goes on beside catch-up and release (it only touches in-sync copies), all pairs at once.
+    const peering = Promise.all([...peers.values()].map(async (job) => {
+      if (this.#stopped || !this.#o.isLeader()) return;
       const ok = await this.#sync(client, job, job.shards, dataIds.get(job.group) ?? [], true);
       if (ok) for (const shard of job.shards) this.#peering.delete(`${job.group}/${shard}/${job.target}`);
-    }
+    }));
     if (jobs.size === 0) {
-      await this.#releaseSurplus(client, state, map, dataIds);
+      await Promise.all([peering, this.#releaseSurplus(client, state, map, dataIds)]);
       return;
     }
     for (const [target, count] of perTarget) {
@@ -291,7 +293,7 @@ export class Recovery {
     // One job per target at a time, different targets in parallel.
     const byTarget = new Map<number, SyncJob[]>();
     for (const job of jobs.values()) byTarget.set(job.target, [...(byTarget.get(job.target) ?? []), job]);
-    await Promise.all([...byTarget.values()].map(async (list) => {
+    await Promise.all([peering, ...[...byTarget.values()].map(async (list) => {
       for (const job of list) {
         for (let i = 0; i < job.shards.length; i += batch) {
           if (this.#stopped || !this.#o.isLeader()) return;
@@ -300,7 +302,7 @@ export class Recovery {
           if (!ok) break;
         }
       }
-    }));
+    })]);
   }
 
   /** New primaries since the last round: their other in-sync copies are to be compared with them. */

@@ -194,14 +194,19 @@ export class ShardSync {
     return run.result;
   }
 
-  /** Drops sessions whose target joins none of their shards any more (promoted, or gone). */
+  /**
+   * Drops what no longer applies: shards the target no longer joins here (promoted, or gone) — but
+   * a copy to an in-sync target (peering after a failover) runs on while this disk leads the shard.
+   */
   prune(): void {
     const router = this.#host.router();
     for (const [key, s] of this.#sessions) {
       const group = router.group(s.group);
       for (const [shard, state] of s.shards) {
-        const joining = group !== undefined && group.joining?.[shard]?.includes(s.target) === true && group.shards[shard]?.[0] === this.#host.diskId;
-        if (joining) continue;
+        const leading = group !== undefined && group.shards[shard]?.[0] === this.#host.diskId;
+        const joining = leading && group.joining?.[shard]?.includes(s.target) === true;
+        const peering = leading && state instanceof SyncRun && group.shards[shard]!.includes(s.target);
+        if (joining || peering) continue;
         if (state instanceof SyncRun) state.fail(new StorpoolError('REPL_ERR_SYNC_FAILED', 'the target no longer joins the shard here'));
         s.shards.delete(shard);
       }
