@@ -59,8 +59,12 @@ export interface SyncCounters {
   sessionsStarted: number;
   sessionsCompleted: number;
   sessionsFailed: number;
+  /** Catch-up copies to joining disks. */
   objectsPushed: number;
   bytesPushed: number;
+  /** Copies to in-sync disks that disagreed with this (new) primary: peering after a failover. */
+  objectsPeered: number;
+  bytesPeered: number;
 }
 
 /** One SHARD_SYNC's copy of some shards. */
@@ -71,10 +75,13 @@ export class SyncRun {
   readonly verified = new Set<string>();
   failure: StorpoolError | undefined;
   readonly result: ShardSyncResult = { objectsCompared: 0, objectsPushed: 0, objectsReleased: 0, bytesPushed: 0 };
+  /** The target holds these shards in sync already (peering), rather than joining them. */
+  readonly peering: boolean;
 
-  constructor(session: SyncSession, shards: readonly number[]) {
+  constructor(session: SyncSession, shards: readonly number[], peering: boolean) {
     this.session = session;
     this.shards = new Set(shards);
+    this.peering = peering;
   }
 
   get live(): boolean {
@@ -107,7 +114,7 @@ export type JoinerRoute = { kind: 'replica'; session: SyncSession } | { kind: 'c
 const objectId = (key: ObjectKey): string => `${key.volumeId}/${key.objectIndex}`;
 
 export class ShardSync {
-  readonly counters: SyncCounters = { sessionsStarted: 0, sessionsCompleted: 0, sessionsFailed: 0, objectsPushed: 0, bytesPushed: 0 };
+  readonly counters: SyncCounters = { sessionsStarted: 0, sessionsCompleted: 0, sessionsFailed: 0, objectsPushed: 0, bytesPushed: 0, objectsPeered: 0, bytesPeered: 0 };
   readonly #host: SyncHost;
   /** key `${target}/${group}` */
   readonly #sessions = new Map<string, SyncSession>();
@@ -164,7 +171,8 @@ export class ShardSync {
     if (session === undefined) this.#sessions.set(key, (session = new SyncSession(req.target, req.group)));
     for (const [dataId, placementId] of req.dataIds) session.placementOf.set(dataId, placementId);
     // Shards already synced stay so (the target may be promoted any moment); the others (re)start here.
-    const run = new SyncRun(session, req.shards.filter((shard) => session.shards.get(shard) !== 'synced'));
+    const peering = req.shards.every((shard) => router.shard(req.group, shard).replicas.includes(req.target));
+    const run = new SyncRun(session, req.shards.filter((shard) => session.shards.get(shard) !== 'synced'), peering);
     for (const shard of run.shards) {
       const previous = session.shards.get(shard);
       if (previous instanceof SyncRun) previous.fail(new StorpoolError('REPL_ERR_SYNC_FAILED', 'replaced by a newer copy of the shard'));
@@ -333,8 +341,13 @@ export class ShardSync {
     this.#dirty.get(s.target)?.delete(objectId(key));
     run.result.objectsPushed++;
     run.result.bytesPushed += bytes;
-    this.counters.objectsPushed++;
-    this.counters.bytesPushed += bytes;
+    if (run.peering) {
+      this.counters.objectsPeered++;
+      this.counters.bytesPeered += bytes;
+    } else {
+      this.counters.objectsPushed++;
+      this.counters.bytesPushed += bytes;
+    }
   }
 
   async #send(s: SyncSession, key: ObjectKey, placementId: number, shard: number, op: OpCode, flags: number, firstBlock: number, blockCount: number, version: number, payload: Uint8Array[]): Promise<void> {
