@@ -348,14 +348,10 @@ export class Recovery {
           else if (up && settled && inSync.length >= g.replication) candidates.push(shard);
           else waiting.add(shard);
         });
-        // What is still unknown or waiting stays to be asked about later.
-        const keep = (): void => {
-          if (prior === undefined) return;
-          this.#held.set(key, new Set([...held, ...waiting, ...candidates]));
-        };
+        // What was not released (waiting, or the request failed) stays to be asked about later.
+        const remember = (released: boolean): void => void this.#held.set(key, new Set([...held, ...waiting, ...(released ? [] : candidates)]));
         if (candidates.length === 0 || this.#stopped || !this.#o.isLeader()) {
-          if (prior === undefined && waiting.size === 0 && candidates.length === 0) this.#held.set(key, held);
-          else keep();
+          remember(false);
           continue;
         }
         this.counters.releases++;
@@ -365,11 +361,10 @@ export class Recovery {
           this.counters.objectsReleased += r.objectsReleased;
           this.counters.bytesReleased += r.bytesReleased;
           this.#disk(id).bytesReleased += r.bytesReleased;
-          if (prior === undefined && waiting.size > 0) continue;
-          this.#held.set(key, new Set([...held, ...waiting]));
+          remember(true);
         } catch (err) {
           this.counters.releaseFailures++;
-          keep();
+          remember(false);
           this.#o.log.warn({ diskId: id, group: g.id, err: (err as Error).message }, 'release of surplus copies failed; retried next round');
         }
       }
