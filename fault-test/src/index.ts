@@ -4,6 +4,6 @@ export {
   VerifyingWriter, formatReport, WRITER_SCRIPT, DEBIAN_PYTHON, BLOCK_BYTES,
   type VerifyingWriterOptions, type WriterProgress, type WriteSummary, type VerifyReport, type IoErrorRecord, type ReadErrorRecord, type ReadMismatchRecord,
 } from './verifying-writer.js';
-export { bytesCopied, waitCaughtUp } from './recovery.js';
+export { bytesCopied, syncCounters, waitCaughtUp } from './recovery.js';
 export { staleWrite, freezeMap, STALE_WRITER_SCRIPT, type StaleWriteJob, type StaleWriteResult } from './stale-client.js';
 export { coldBlock, writeCold, checkCold, corruptBlockInFile, scrubPass, type ScrubStatus } from './corruption.js';

@@ -7,15 +7,28 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FaultCluster } from './cluster.js';
 
-/** Catch-up bytes sent by every running server so far. */
-export async function bytesCopied(c: FaultCluster): Promise<number> {
+/**
+ * Catch-up bytes sent by every running server so far: to `target` only when given (another disk
+ * that flapped under load and caught up meanwhile is not what a test of `target` measures).
+ */
+export async function bytesCopied(c: FaultCluster, target?: number): Promise<number> {
   let sum = 0;
   for (const s of c.servers) {
     if (s.proc === undefined) continue;
-    const stats = (await c.diskStats(s.diskId)) as { sync?: { bytesPushed?: number } };
-    sum += stats.sync?.bytesPushed ?? 0;
+    const stats = (await c.diskStats(s.diskId)) as { sync?: { bytesPushed?: number; bytesPushedTo?: Record<string, number> } };
+    sum += target === undefined ? (stats.sync?.bytesPushed ?? 0) : (stats.sync?.bytesPushedTo?.[String(target)] ?? 0);
   }
   return sum;
+}
+
+/** Every running server's catch-up and peering counters, for a failure message. */
+export async function syncCounters(c: FaultCluster): Promise<Record<number, unknown>> {
+  const out: Record<number, unknown> = {};
+  for (const s of c.servers) {
+    if (s.proc === undefined) continue;
+    out[s.diskId] = ((await c.diskStats(s.diskId)) as { sync?: unknown }).sync;
+  }
+  return out;
 }
 
 /** Until no disk joins any shard and each of `diskIds` is in sync somewhere. */

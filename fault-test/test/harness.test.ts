@@ -22,7 +22,7 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, bytesCopied, formatReport, freezeMap, staleWrite, waitCaughtUp } from '../src/index.js';
+import { DEBIAN_PYTHON, FaultCluster, SERVER_PORT, VerifyingWriter, bytesCopied, formatReport, syncCounters, freezeMap, staleWrite, waitCaughtUp } from '../src/index.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -136,7 +136,7 @@ describe('fault harness', () => {
     // Ballast: 16 MiB written before the kill and never again: a catch-up must not copy it.
     const ballast = await c.createVolume('ballast', 16 * MiB);
     await nbdFill(ballast.socketPath, 16 * MiB, 0xab);
-    const copiedBefore = await bytesCopied(c);
+    const copiedBefore = await bytesCopied(c, 2);
     const w = newWriter(vol.socketPath, 'kill', (32 * MiB) / 4096);
     await w.start();
     await w.waitAcked(200, 60_000);
@@ -156,18 +156,18 @@ describe('fault harness', () => {
     await waitCaughtUp(c, [2]);
     const replicas = await c.waitReplicasEqual(vol, 120_000);
     const ballastReplicas = await c.compareReplicas(ballast);
-    const copied = (await bytesCopied(c)) - copiedBefore;
+    const copied = (await bytesCopied(c, 2)) - copiedBefore;
     process.stdout.write(
       `[fault-test] kill: ${summary.acked} writes acknowledged (${ackedWhileDown} while server 2 was down), ${summary.reads} reads checked, ` +
       `${summary.errors + summary.readErrors} I/O errors, ${summary.readMismatches} wrong reads, ` +
-      `max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas of ${replicas.objects} objects, catch-up copied ${copied} bytes\n` +
+      `max latency ${summary.maxLatencyMs} ms, ${replicas.diffs.length} divergent replicas of ${replicas.objects} objects, catch-up to disk 2 copied ${copied} bytes\n` +
       replicas.diffs.slice(0, 4).map((d) => `  object ${d.objectIndex} disks ${d.disks.join(',')}: ${d.problem}\n`).join(''),
     );
     expect(replicas.diffs).toEqual([]);
     expect(ballastReplicas.diffs).toEqual([]);
     expect(copied).toBeGreaterThan(0);
     // At most the written volume (32 MiB), never the 16 MiB ballast on top of it.
-    expect(copied).toBeLessThanOrEqual(32 * MiB);
+    expect(copied, JSON.stringify(await syncCounters(c))).toBeLessThanOrEqual(32 * MiB);
     expect(summary.ioErrors, w.describe()).toEqual([]);
     expect([...summary.readErrorList, ...summary.readMismatchList], w.describe()).toEqual([]);
     const report = await w.verify();

@@ -65,6 +65,8 @@ export interface SyncCounters {
   /** Copies to in-sync disks that disagreed with this (new) primary: peering after a failover. */
   objectsPeered: number;
   bytesPeered: number;
+  /** Catch-up data bytes sent, per target disk. */
+  bytesPushedTo: Record<number, number>;
 }
 
 /** One SHARD_SYNC's copy of some shards. */
@@ -114,7 +116,7 @@ export type JoinerRoute = { kind: 'replica'; session: SyncSession } | { kind: 'c
 const objectId = (key: ObjectKey): string => `${key.volumeId}/${key.objectIndex}`;
 
 export class ShardSync {
-  readonly counters: SyncCounters = { sessionsStarted: 0, sessionsCompleted: 0, sessionsFailed: 0, objectsPushed: 0, bytesPushed: 0, objectsPeered: 0, bytesPeered: 0 };
+  readonly counters: SyncCounters = { sessionsStarted: 0, sessionsCompleted: 0, sessionsFailed: 0, objectsPushed: 0, bytesPushed: 0, objectsPeered: 0, bytesPeered: 0, bytesPushedTo: {} };
   readonly #host: SyncHost;
   /** key `${target}/${group}` */
   readonly #sessions = new Map<string, SyncSession>();
@@ -347,6 +349,7 @@ export class ShardSync {
     } else {
       this.counters.objectsPushed++;
       this.counters.bytesPushed += bytes;
+      this.counters.bytesPushedTo[s.target] = (this.counters.bytesPushedTo[s.target] ?? 0) + bytes;
     }
   }
 
