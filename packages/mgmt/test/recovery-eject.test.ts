@@ -16,6 +16,7 @@ import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
+import { until } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -43,16 +44,6 @@ const block = (i: number, g: number): Buffer => {
   buf.writeUInt32LE(g, 4);
   return buf;
 };
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 async function group(): Promise<Group> {
   return (await cluster!.service.model.read()).shardMap!.groups.find((g) => g.id === spec.group)!;
@@ -102,7 +93,7 @@ function startLoad(): { writes: () => number; stop: () => Promise<{ writes: numb
 /** Every object right through the volume and on every in-sync copy of its shard. */
 async function verifyAll(): Promise<void> {
   const epoch = (await cluster!.service.model.read()).shardMap!.epoch;
-  await until('the client at the current map', async () => ((await client.refreshMap()).epoch >= epoch ? true : undefined));
+  await until('the client at the current map', async () => ((await client.refreshMap()).epoch >= epoch ? true : undefined), 120_000);
   for (let i = 0; i < OBJECTS; i++) {
     const want = block(i, acked.get(i)!);
     expect((await volume.read(i * OBJECT + 4096, 4096)).equals(want), `object ${i}`).toBe(true);
@@ -133,7 +124,7 @@ beforeAll(async () => {
     const st = await cluster!.service.model.read();
     const g = st.shardMap!.groups.find((x) => x.id === spec.group)!;
     return [...st.disks.values()].every((d) => d.down !== true) && settled(g) && spreadOverFaultSets(g) ? true : undefined;
-  });
+  }, 120_000);
   await client.refreshMap();
   volume = client.volume(spec);
   for (let i = 0; i < OBJECTS; i++) {
@@ -156,7 +147,7 @@ describe('disks taken out of service', () => {
     const onSix = before.shards.flatMap((r, i) => (r.includes(6) ? [i] : []));
     expect(onSix.length).toBeGreaterThan(0);
     const load = startLoad();
-    await until('writes going on', async () => (load.writes() >= 20 ? true : undefined));
+    await until('writes going on', async () => (load.writes() >= 20 ? true : undefined), 120_000);
     const t0 = Date.now();
     await api.post('DiskSoftEject/6');
     // Right after: disk 6 leaves the target but no copy is dropped before its replacement is in sync.
@@ -167,7 +158,7 @@ describe('disks taken out of service', () => {
     const drained = await until('disk 6 drained', async () => {
       const g = await group();
       return settled(g) && !g.shards.flat().includes(6) && !(g.joining ?? []).flat().includes(6) ? g : undefined;
-    });
+    }, 120_000);
     const drainMs = Date.now() - t0;
     const { writes, errors } = await load.stop();
     process.stdout.write(`[recovery-eject] soft eject: ${onSix.length} shards moved off disk 6 in ${drainMs} ms, ${writes - writesAtEject} writes during the drain, ${errors.length} errors\n`);
@@ -192,7 +183,7 @@ describe('disks taken out of service', () => {
     const onOne = before.shards.flatMap((r, i) => (r.includes(1) ? [i] : []));
     expect(onOne.length).toBeGreaterThan(0);
     const load = startLoad();
-    await until('writes going on', async () => (load.writes() >= 20 ? true : undefined));
+    await until('writes going on', async () => (load.writes() >= 20 ? true : undefined), 120_000);
     const t0 = Date.now();
     await api.post('DiskEject/1');
     // At once: no shard lists disk 1 in sync (nor joining); the others carry on with two copies.
@@ -204,7 +195,7 @@ describe('disks taken out of service', () => {
     const rebuilt = await until('copies of disk 1 rebuilt', async () => {
       const g = await group();
       return settled(g) ? g : undefined;
-    });
+    }, 120_000);
     const rebuildMs = Date.now() - t0;
     const { writes, errors } = await load.stop();
     process.stdout.write(`[recovery-eject] eject: ${onOne.length} shards rebuilt without disk 1 in ${rebuildMs} ms, ${writes - writesAtEject} writes meanwhile, ${errors.length} errors\n`);

@@ -6,18 +6,17 @@
  * same bytes, same version — and the volume reads what they hold. Then the old primary returns and
  * catches up to the same.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileShardMapSource, StorpoolClient, type VolumeSpec } from '@storpool/client';
+import { FileShardMapSource, StorpoolClient } from '@storpool/client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { ConnectionPool, ShardMapView } from '@storpool/net';
 import { Op, PeerRole, chunkCrcs, encodeCrcs } from '@storpool/protocol';
-import { SERVER_BIN } from '@storpool/testkit';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
+import { startServer, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -46,16 +45,6 @@ afterAll(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 const fill = (tag: number): Buffer => {
   const b = Buffer.alloc(8192, tag);
   b.writeUInt32LE(tag * 0x01010101, 0);
@@ -66,29 +55,28 @@ describe('peering after a failover', () => {
   it('an unacknowledged write on one replica: after the primary dies, the in-sync copies are made equal to the new primary', async () => {
     await until('all disks up', async () => ([...(await cluster.service.model.read()).disks.values()].every((d) => d.down !== true) ? true : undefined));
     await api.post('VolumeCreate', { name: 'p', size: OBJECTS * OBJECT, template: 'default' });
-    const state = await cluster.service.model.read();
-    const o = [...state.objects.values()].find((x) => x.name === 'p')!;
-    const s: VolumeSpec = { volumeId: o.dataId, placementId: o.placementId, parents: [], sizeBytes: o.size, group: o.group, readOnly: false };
+    const s = await volumeSpec(cluster, 'p');
+    const placementId = s.placementId!;
     const v = client.volume(s);
     for (let i = 0; i < OBJECTS; i++) await v.write(i * OBJECT, fill(1));
     await client.refreshMap();
 
     // Object 0: its primary P, replicas A and B. A gets a write P "sent" but never acknowledged.
-    const { replicas, shard } = client.router.locate(s.group, o.placementId, 0);
+    const { replicas, shard } = client.router.locate(s.group, placementId, 0);
     expect(replicas).toHaveLength(3);
     const [primary, a, b] = replicas as [number, number, number];
-    const v1 = (await client.readReplica(primary, s.group, s.volumeId, 0, 0, 8192, o.placementId)).version;
+    const v1 = (await client.readReplica(primary, s.group, s.volumeId, 0, 0, 8192, placementId)).version;
     const view = await ShardMapView.open(new FileShardMapSource(cluster.mapFile));
     const peers = new ConnectionPool({ view, clusterId: cluster.service.cluster.clusterId, role: PeerRole.PEER, senderId: primary, log: pino({ level: 'silent' }) });
     try {
       const data = fill(2);
       const conn = await peers.get(a);
-      await conn.request({ op: Op.REPLICA_WRITE, flags: 0, epoch: view.router.epoch, group: s.group, parentCount: 0, volumeId: s.volumeId, objectIndex: 0, offset: 0, length: data.length, version: v1 + 1, placementId: o.placementId, shard }, [data, encodeCrcs(chunkCrcs(data))], 5_000);
+      await conn.request({ op: Op.REPLICA_WRITE, flags: 0, epoch: view.router.epoch, group: s.group, parentCount: 0, volumeId: s.volumeId, objectIndex: 0, offset: 0, length: data.length, version: v1 + 1, placementId, shard }, [data, encodeCrcs(chunkCrcs(data))], 5_000);
     } finally {
       peers.close();
     }
-    expect((await client.readReplica(a, s.group, s.volumeId, 0, 0, 8192, o.placementId)).data.equals(fill(2))).toBe(true);
-    expect((await client.readReplica(b, s.group, s.volumeId, 0, 0, 8192, o.placementId)).data.equals(fill(1))).toBe(true);
+    expect((await client.readReplica(a, s.group, s.volumeId, 0, 0, 8192, placementId)).data.equals(fill(2))).toBe(true);
+    expect((await client.readReplica(b, s.group, s.volumeId, 0, 0, 8192, placementId)).data.equals(fill(1))).toBe(true);
 
     // The primary dies: a new primary (A or B) takes the shard with a new term.
     const dead = cluster.servers.find((x) => x.diskId === primary)!;
@@ -102,9 +90,9 @@ describe('peering after a failover', () => {
       return true;
     });
     await client.refreshMap();
-    const now = client.router.locate(s.group, o.placementId, 0).replicas;
+    const now = client.router.locate(s.group, placementId, 0).replicas;
     expect([...now].sort()).toEqual([a, b].sort());
-    const copies = await Promise.all(now.map((d) => client.readReplica(d, s.group, s.volumeId, 0, 0, 8192, o.placementId)));
+    const copies = await Promise.all(now.map((d) => client.readReplica(d, s.group, s.volumeId, 0, 0, 8192, placementId)));
     // Which content wins is the new primary's; what matters is that both agree, bytes and version.
     const winner = now[0] === a ? fill(2) : fill(1);
     for (const c of copies) {
@@ -114,20 +102,20 @@ describe('peering after a failover', () => {
     expect((await v.read(0, 8192)).equals(winner)).toBe(true);
     // The other objects were never touched: all equal on both copies, as written.
     for (let i = 1; i < OBJECTS; i++) {
-      for (const d of client.router.locate(s.group, o.placementId, i).replicas) {
-        expect((await client.readReplica(d, s.group, s.volumeId, i, 0, 8192, o.placementId)).data.equals(fill(1)), `object ${i} on disk ${d}`).toBe(true);
+      for (const d of client.router.locate(s.group, placementId, i).replicas) {
+        expect((await client.readReplica(d, s.group, s.volumeId, i, 0, 8192, placementId)).data.equals(fill(1)), `object ${i} on disk ${d}`).toBe(true);
       }
     }
 
     // The old primary returns, catches up, and holds the same.
-    const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', dead.diskPath, '--map', cluster.mapFile, '--log-level', 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
-    extra.push({ kill: () => child.kill('SIGKILL') });
+    const returned = startServer(cluster, dead.diskPath);
+    extra.push(returned);
     await until('the old primary back in sync', async () => {
       const g = (await cluster.service.model.read()).shardMap!.groups.find((x) => x.id === s.group)!;
       return g.shards[shard]!.includes(primary) && (g.joining ?? []).every((j) => j.length === 0) ? true : undefined;
     });
     await client.refreshMap();
-    const back = await client.readReplica(primary, s.group, s.volumeId, 0, 0, 8192, o.placementId);
+    const back = await client.readReplica(primary, s.group, s.volumeId, 0, 0, 8192, placementId);
     expect(back.data.equals(winner)).toBe(true);
     expect(back.version).toBe(copies[0]!.version);
   }, 300_000);

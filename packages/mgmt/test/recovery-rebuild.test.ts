@@ -16,6 +16,7 @@ import { freePort } from '@storpool/testkit';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
+import { startServer, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -45,29 +46,12 @@ afterAll(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-async function spec(name: string): Promise<VolumeSpec> {
-  const state = await cluster.service.model.read();
-  const o = [...state.objects.values()].find((x) => x.name === name);
-  if (o === undefined) throw new Error(`no object ${name}`);
-  return { volumeId: o.dataId, placementId: o.placementId, parents: [...o.parents], sizeBytes: o.size, group: o.group, readOnly: false };
-}
-
 const block = (i: number, g: number): Buffer => {
   const buf = Buffer.alloc(4096, (i * 13 + g) & 0xff);
   buf.writeUInt32LE(i, 0);
   buf.writeUInt32LE(g, 4);
   return buf;
 };
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 type Group = NonNullable<Awaited<ReturnType<LocalCluster['service']['model']['read']>>['shardMap']>['groups'][number];
 
@@ -76,12 +60,6 @@ async function groupOf(id: number): Promise<Group> {
 }
 
 const settled = (g: Group): boolean => (g.joining ?? []).every((j) => j.length === 0) && g.shards.every((r) => r.length === 3);
-
-function startServer(diskPath: string): { kill: () => void; exited: Promise<void> } {
-  const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', diskPath, '--map', cluster.mapFile, '--log-level', 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return { kill: () => child.kill('SIGKILL'), exited };
-}
 
 async function kill(diskId: number): Promise<void> {
   const s = cluster.servers.find((x) => x.diskId === diskId)!;
@@ -119,7 +97,7 @@ describe('copies lost and rebuilt', () => {
     // On a loaded machine the leader may have called slow-starting servers down: wait for all up.
     await until('all disks up', async () => ([...(await cluster.service.model.read()).disks.values()].every((d) => d.down !== true && d.gone !== true) ? true : undefined));
     await api.post('VolumeCreate', { name: 'rb', size: OBJECTS * OBJECT, template: 'default' });
-    const s = await spec('rb');
+    const s = await volumeSpec(cluster, 'rb');
     const v = client.volume(s);
     const gen = new Map<number, number>();
     for (let i = 0; i < OBJECTS; i++) {
@@ -155,7 +133,7 @@ describe('copies lost and rebuilt', () => {
 
     // Disk 4 returns and catches up; disk 3 stays away.
     const s4 = cluster.servers.find((x) => x.diskId === 4)!;
-    extra.push(startServer(s4.diskPath));
+    extra.push(startServer(cluster, s4.diskPath));
     await until('disk 4 back in sync', async () => {
       const g = await groupOf(s.group);
       return g.shards.every((r) => r.includes(4) || !(g.joining?.flat() ?? []).includes(4)) && (g.joining ?? []).every((j) => !j.includes(4)) && (await cluster.service.model.read()).disks.get(4)?.down !== true ? true : undefined;
@@ -186,7 +164,7 @@ describe('copies lost and rebuilt', () => {
     await cluster.service.registerDisk({ id: 5, serverId: 5, address: { host: '127.0.0.1', port: await freePort() }, placementGroups: ['default'] });
     // Its server is not started yet: the shards moving onto it wait, and the balancer says so.
     expect(await api.get('VolumeBalancerStatus')).toMatchObject({ status: 'working', auto: true });
-    extra.push(startServer(path5));
+    extra.push(startServer(cluster, path5));
     const spread = await until('disk 5 holding its share', async () => {
       const g = await groupOf(s.group);
       return settled(g) && g.shards.some((r) => r.includes(5)) ? g : undefined;

@@ -4,16 +4,15 @@
  * restarted later. Checks: no write fails; the map drops the dead disk (new primaries) and takes it
  * back as joining; the catch-up copies only the objects written while it was away; all copies equal.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileShardMapSource, StorpoolClient, type VolumeSpec } from '@storpool/client';
+import { FileShardMapSource, StorpoolClient } from '@storpool/client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
-import { SERVER_BIN } from '@storpool/testkit';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
+import { startServer, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -40,13 +39,6 @@ afterAll(async () => {
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
-async function spec(name: string): Promise<VolumeSpec> {
-  const state = await cluster.service.model.read();
-  const o = [...state.objects.values()].find((x) => x.name === name);
-  if (o === undefined) throw new Error(`no object ${name}`);
-  return { volumeId: o.dataId, placementId: o.placementId, parents: [...o.parents], sizeBytes: o.size, group: o.group, readOnly: false };
-}
-
 /** Block b of object i, generation g: self-describing, so a misplaced or stale block shows. */
 function block(i: number, b: number, g: number): Buffer {
   const buf = Buffer.alloc(4096, (i * 31 + b * 7 + g) & 0xff);
@@ -56,32 +48,22 @@ function block(i: number, b: number, g: number): Buffer {
   return buf;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function mapOf(): Promise<NonNullable<Awaited<ReturnType<LocalCluster['service']['model']['read']>>['shardMap']>> {
   return (await cluster.service.model.read()).shardMap!;
 }
 
 function restart(diskId: number): void {
   const s = cluster.servers.find((x) => x.diskId === diskId)!;
-  const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', cluster.mapFile, '--log-level', 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
-  s.process = child;
-  s.exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const started = startServer(cluster, s.diskPath);
+  s.process = started.child;
+  s.exited = started.exited;
 }
 
 describe('a storage server dies and comes back', () => {
   it('writes go on degraded, the map moves primaries, the returning disk copies only what changed, all copies end equal', async () => {
     await api.post('VolumeCreate', { name: 'r', size: OBJECTS * OBJECT, template: 'default' });
-    const v = client.volume(await spec('r'));
-    const { group } = await spec('r');
+    const v = client.volume(await volumeSpec(cluster, 'r'));
+    const { group } = await volumeSpec(cluster, 'r');
     // Generation 1 everywhere: two blocks in every object.
     for (let i = 0; i < OBJECTS; i++) for (const b of [0, 500]) await v.write(i * OBJECT + b * 4096, block(i, b, 1));
     // A settled cluster first: every disk up and in sync (a loaded machine may flap at start).
@@ -128,7 +110,7 @@ describe('a storage server dies and comes back', () => {
     }
     // Every copy of every object equal, and right.
     await client.refreshMap();
-    const s = await spec('r');
+    const s = await volumeSpec(cluster, 'r');
     for (let i = 0; i < OBJECTS; i++) {
       for (const b of [0, 500]) {
         const want = block(i, b, changed.includes(i) && b === 0 ? 2 : 1);
