@@ -14,23 +14,16 @@
  *   joins, so no new forget starts) and waits for the forgets in flight (settled()).
  */
 import { StorpoolError } from '@storpool/errors';
-import { BLOCK_BYTES, decodeShardReleaseRequest, shardOf, type RequestHeader, type ShardReleaseResult, type ShardRouter } from '@storpool/protocol';
-import type { Logger } from 'pino';
-import type { ObjectStore } from './shard-service.js';
+import { BLOCK_BYTES, decodeShardReleaseRequest, shardOf, type RequestHeader, type ShardReleaseResult } from '@storpool/protocol';
+import type { SyncHost } from './shard-sync.js';
 import type { ObjectKey } from './store/index.js';
 
 const LIST_PAGE = 4096;
 /** Forgets in flight at once: they share group-commit cycles. */
 const FORGET_BATCH = 256;
 
-export interface ReleaseHost {
-  readonly diskId: number;
-  readonly store: ObjectStore;
-  readonly log: Logger;
-  router(): ShardRouter;
-  /** The map at `epoch` or later if it shows up within a moment, else the newest. */
-  routerAt(epoch: number): Promise<ShardRouter>;
-}
+/** What a release needs of its server: the part of a catch-up's host that reads the map and the store. */
+export type ReleaseHost = Pick<SyncHost, 'diskId' | 'store' | 'log' | 'router' | 'routerAt'>;
 
 export interface ReleaseCounters {
   releaseRequests: number;

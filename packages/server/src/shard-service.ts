@@ -105,9 +105,9 @@ export interface ServiceCounters {
 
 const OBJECT_LIST_LIMIT_MAX = 65536;
 /**
- * How long a management request (SHARD_SYNC, SHARD_RELEASE) planned on a newer map waits for this
- * server to see that map: its publication may lag the leader's decision by a moment, and failing
- * costs the leader a whole round.
+ * How long a recovery request planned on a newer map (SHARD_SYNC, SHARD_RELEASE, a catch-up's
+ * OBJECT_LIST) waits for this server to see that map: its publication may lag the leader's decision
+ * by a moment, and failing costs the leader a whole round.
  */
 const MAP_CATCH_UP_MS = 2_000;
 
@@ -124,17 +124,18 @@ export class ShardService {
 
   constructor(options: ShardServiceOptions) {
     this.#o = options;
-    this.#sync = new ShardSync({
+    const host = {
       diskId: options.diskId,
       store: options.store,
       peers: options.peers,
       log: options.log,
       replicaTimeoutMs: options.replicaTimeoutMs,
       router: () => options.view.router,
-      routerAt: (epoch) => options.view.atLeast(epoch, MAP_CATCH_UP_MS),
-      lockObject: (key) => this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, 0, BLOCKS_PER_OBJECT),
-    });
-    this.#release = new ShardRelease({ diskId: options.diskId, store: options.store, log: options.log, router: () => options.view.router, routerAt: (epoch) => options.view.atLeast(epoch, MAP_CATCH_UP_MS) });
+      routerAt: (epoch: number) => options.view.atLeast(epoch, MAP_CATCH_UP_MS),
+      lockObject: (key: ObjectKey) => this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, 0, BLOCKS_PER_OBJECT),
+    };
+    this.#sync = new ShardSync(host);
+    this.#release = new ShardRelease(host);
   }
 
   get epoch(): number {
@@ -160,7 +161,7 @@ export class ShardService {
         return { payload: [Buffer.from(JSON.stringify(await this.#release.run(h, payload)))], version: 0 };
       case Op.OBJECT_LIST:
         // At the lister's epoch, with no forget of a surplus copy still in flight (see shard-release.ts).
-        if (h.epoch > this.epoch) await this.#o.view.refresh();
+        if (h.epoch > this.epoch) await this.#o.view.atLeast(h.epoch, MAP_CATCH_UP_MS);
         await this.#release.settled();
         return this.#objectList(h);
       case Op.PURGE:
