@@ -32,6 +32,9 @@ if [ -n "$need" ]; then
 fi
 
 "$REPO/vm-test/scripts/build-box.sh"
+# Pre-transpiled daemons and CLI (.vagrant-dist/): no tsx at start-up in the TCG VMs; each must load here first
+say "build-dist (esbuild bundles for the VMs)"
+node "$REPO/vm-test/scripts/build-dist.mjs" --check
 BOXDIR=$CACHE/box
 vagrant box add --force --name storpool/debian12-local "$BOXDIR/storpool-debian12.box"
 
@@ -69,9 +72,18 @@ export STORPOOL_BOX=storpool/debian12-local STORPOOL_BOX_KERNEL="$BOXDIR/vmlinuz
 export STORPOOL_VAGRANT_DRIVER=qemu STORPOOL_VAGRANT_SYNC=9p
 T1=\$(date +%s)
 say "vagrant up (TCG, 4 VMs)"
-timeout \${STORPOOL_PROOF_TIMEOUT:-5400} vagrant up --provider libvirt --no-parallel; rc=\$?
+# every line time-stamped (boot/provision/smoke times for docs/vagrant.md)
+timeout \${STORPOOL_PROOF_TIMEOUT:-5400} vagrant up --provider libvirt --no-parallel 2>&1 | while IFS= read -r line; do printf '%(%T)T %s\n' -1 "\$line"; done
+rc=\${PIPESTATUS[0]}
 say "vagrant up exited \$rc after \$(( \$(date +%s) - T1 )) s"
 vagrant status || true
+if ! grep -q 'SMOKE OK' "$WORK/proof.log"; then
+  # what the services said (the reason for a failure is usually here)
+  for m in sp1 sp2 sp3 client; do
+    say "journal of \$m"
+    timeout 120 vagrant ssh \$m -c 'sudo journalctl --no-pager -o short-precise -u etcd -u storpool-mgmt -u storpool-server -u storpool-block | tail -n 60' 2>&1 || true
+  done
+fi
 if [ "$KEEP" != "--keep" ]; then
   timeout 600 vagrant destroy -f || true
   kill "\$(cat "$WORK/libvirtd.pid")" 2>/dev/null || true

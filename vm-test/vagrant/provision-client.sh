@@ -12,6 +12,15 @@ fi
 NODE=$(command -v node)
 [ -d /opt/storpool/node_modules ] || (cd /opt/storpool && npm ci --omit=dev --no-audit --no-fund)
 mkdir -p /var/lib/storpool
+# Pre-transpiled bundles (vm-test/scripts/build-dist.mjs, .vagrant-dist/) when present: under TCG, tsx
+# costs minutes of CPU per process start; otherwise the workspace's tsx bins.
+DIST=/opt/storpool/.vagrant-dist
+if [ -f $DIST/storpool-mgmt.mjs ] && [ -f $DIST/storpool-block.mjs ] && [ -f $DIST/storpool.mjs ]; then
+  MGMT_BIN=$DIST/storpool-mgmt.mjs BLOCK_BIN=$DIST/storpool-block.mjs CLI_BIN=$DIST/storpool.mjs
+else
+  MGMT_BIN=/opt/storpool/packages/mgmt/bin/storpool-mgmt.js BLOCK_BIN=/opt/storpool/packages/block/bin/storpool-block.js CLI_BIN=/opt/storpool/packages/cli/bin/storpool.js
+fi
+echo "binaries: $MGMT_BIN $BLOCK_BIN $CLI_BIN"
 echo nbd > /etc/modules-load.d/nbd.conf
 modprobe nbd
 cat > /etc/storpool.conf <<CONF
@@ -23,7 +32,7 @@ CONF
 chmod 600 /etc/storpool.conf
 cat > /usr/local/bin/storpool <<SCRIPT
 #!/bin/sh
-exec $NODE /opt/storpool/packages/cli/bin/storpool.js "\$@"
+exec $NODE $CLI_BIN "\$@"
 SCRIPT
 chmod 755 /usr/local/bin/storpool
 
@@ -32,7 +41,7 @@ cat > /etc/systemd/system/storpool-mgmt.service <<UNIT
 Description=storpool management API (replica; publishes the shard map for this host)
 After=network-online.target
 [Service]
-ExecStart=$NODE /opt/storpool/packages/mgmt/bin/storpool-mgmt.js --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 127.0.0.1:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --log-level info
+ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 127.0.0.1:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --log-level info
 Restart=always
 RestartSec=5
 [Install]
@@ -44,7 +53,7 @@ set -euo pipefail
 until curl -fsS -o /dev/null -H 'Authorization: Storpool v1:$SP_AUTH_TOKEN' http://127.0.0.1:8181/ctrl/1.0/DisksList; do sleep 3; done
 curl -fsS -X POST -H 'Authorization: Storpool v1:$SP_AUTH_TOKEN' -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:8181/ctrl/1.0/ClientRegister/$CLIENT_ID || true
 until [ -s /var/lib/storpool/shardmap.json ]; do sleep 2; done
-exec $NODE /opt/storpool/packages/block/bin/storpool-block.js --map-file /var/lib/storpool/shardmap.json --attach-method nbd --log-level info
+exec $NODE $BLOCK_BIN --map-file /var/lib/storpool/shardmap.json --attach-method nbd --log-level info
 SCRIPT
 chmod 755 /usr/local/sbin/storpool-block-up
 cat > /etc/systemd/system/storpool-block.service <<UNIT

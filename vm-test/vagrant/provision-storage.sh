@@ -12,6 +12,15 @@ fi
 NODE=$(command -v node)
 [ -d /opt/storpool/node_modules ] || (cd /opt/storpool && npm ci --omit=dev --no-audit --no-fund)
 mkdir -p /var/lib/storpool /etc/storpool.conf.d
+# Pre-transpiled bundles (vm-test/scripts/build-dist.mjs, .vagrant-dist/) when present: under TCG, tsx
+# costs minutes of CPU per process start; otherwise the workspace's tsx bins.
+DIST=/opt/storpool/.vagrant-dist
+if [ -f $DIST/storpool-mgmt.mjs ] && [ -f $DIST/storpool-server.mjs ]; then
+  MGMT_BIN=$DIST/storpool-mgmt.mjs SERVER_BIN=$DIST/storpool-server.mjs
+else
+  MGMT_BIN=/opt/storpool/packages/mgmt/bin/storpool-mgmt.js SERVER_BIN=/opt/storpool/packages/server/bin/storpool-server.js
+fi
+echo "binaries: $MGMT_BIN $SERVER_BIN"
 
 cat > /etc/default/etcd <<CONF
 ETCD_NAME=$NODE_NAME
@@ -39,7 +48,7 @@ cat > /etc/systemd/system/storpool-mgmt.service <<UNIT
 Description=storpool management API (etcd metadata store)
 After=network-online.target etcd.service
 [Service]
-ExecStart=$NODE /opt/storpool/packages/mgmt/bin/storpool-mgmt.js --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 0.0.0.0:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --log-level info
+ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 0.0.0.0:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --log-level info
 # etcd needs a quorum (2 of the 3 nodes) before this can start
 Restart=always
 RestartSec=5
@@ -56,8 +65,8 @@ until api DisksList -o /dev/null; do sleep 3; done
 api DiskRegister/$DISK_ID -d '{"serverId":$DISK_ID,"address":{"host":"$NODE_IP","port":47001},"placementGroups":["default"]}' || true
 until grep -qE '"host": ?"$NODE_IP"' /var/lib/storpool/shardmap.json 2>/dev/null; do sleep 2; done
 CID=\$($NODE -e 'console.log(JSON.parse(require("fs").readFileSync("/var/lib/storpool/shardmap.json","utf8")).clusterId)')
-[ -f /var/lib/storpool/disk.img ] || $NODE /opt/storpool/packages/server/bin/storpool-server.js disk init /var/lib/storpool/disk.img --size 4G --cluster-id "\$CID" --disk-id $DISK_ID
-exec $NODE /opt/storpool/packages/server/bin/storpool-server.js serve --disk /var/lib/storpool/disk.img --map /var/lib/storpool/shardmap.json --listen $NODE_IP:47001 --log-level info
+[ -f /var/lib/storpool/disk.img ] || $NODE $SERVER_BIN disk init /var/lib/storpool/disk.img --size 4G --cluster-id "\$CID" --disk-id $DISK_ID
+exec $NODE $SERVER_BIN serve --disk /var/lib/storpool/disk.img --map /var/lib/storpool/shardmap.json --listen $NODE_IP:47001 --log-level info
 SCRIPT
 chmod 755 /usr/local/sbin/storpool-server-up
 cat > /etc/systemd/system/storpool-server.service <<UNIT
