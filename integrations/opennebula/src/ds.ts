@@ -101,12 +101,17 @@ export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<s
     return `${name} raw`;
   },
 
-  /** A new empty datablock of IMAGE/SIZE MB, with a file system when IMAGE/FS (or FSTYPE) names one. */
+  /**
+   * A new empty datablock of IMAGE/SIZE MB, with a file system when IMAGE/FS (or FSTYPE) names
+   * one. Prints the source only. For a disk save-as (IMAGE/FORMAT, or FSTYPE in older releases,
+   * is `save_as`) nothing is created: the source is printed and TM cpds makes the volume.
+   */
   async mkfs(e, r) {
     const { imageId, dsId } = dsIds(r);
+    const name = names.image(e, imageId);
+    if (text(r.image, 'FORMAT') === 'save_as' || text(r.image, 'FSTYPE') === 'save_as') return name;
     const size = intField(r.image, 'SIZE');
     const fs = text(r.image, 'FS') || text(r.image, 'FSTYPE');
-    const name = names.image(e, imageId);
     const template = names.template(e, dsId);
     await ensureTemplate(e, template, r.datastore);
     if (await volumeExists(e, name)) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${name} already exists`);
@@ -154,7 +159,7 @@ export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<s
     return String(mb((await imageInfo(path)).size));
   },
 
-  /** A copy of image CLONING_ID (copy-on-write, baseOn) as this image; prints the new source. */
+  /** A copy of image CLONING_ID (copy-on-write, baseOn) as this image; prints "<new source> raw". */
   async clone(e, r) {
     const { imageId, dsId } = dsIds(r);
     const from = text(r.image, 'PATH') !== '' ? sourceVolume(text(r.image, 'PATH')) : names.image(e, intField(r.image, 'CLONING_ID'));
@@ -165,7 +170,7 @@ export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<s
     await e.api.volumeCreate({ name, baseOn: from, template, tags: imageTags(r) });
     const want = Number(text(r.image, 'SIZE') || 0) * MiB;
     if (want > (await e.api.volumeDescribe(name)).size) await e.api.volumeUpdate(name, { size: want });
-    return name;
+    return `${name} raw`;
   },
 
   /** USED_MB / TOTAL_MB / FREE_MB of the datastore's template. */

@@ -11,7 +11,7 @@ import { StorpoolError } from '@storpool/errors';
 import { type DriverEnv, MiB, clientIdOf, devicePath, diskIds, names, onHost, q, runLocal, sourceVolume, splitHostPath } from './env.js';
 import { attach, attachedTo, deleteVolume, detach, linkDisk, linkedDisks, linkedVolume, requireVolume, revertVolume, unlink, volumeExists } from './ops.js';
 import { datastoreUsage } from './ds.js';
-import { parseDocument, intField } from './xml.js';
+import { parseDocument, intField, text } from './xml.js';
 
 function need(args: string[], n: number, usage: string): void {
   if (args.length < n) throw new StorpoolError('CONFIG_ERR_INVALID', `usage: ${usage}`);
@@ -165,7 +165,7 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     return '';
   },
 
-  /** mkimage size format host:remote_system_ds/disk.i vmid dsid — a volatile disk. */
+  /** mkimage size format host:remote_system_ds/disk.i vmid dsid — a volatile disk; format `swap` gets mkswap. */
   async mkimage(e, args) {
     need(args, 5, 'mkimage size format host:remote_system_ds/disk.i vmid dsid');
     const size = int(args[0], 'size');
@@ -177,8 +177,18 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     if (!(await e.api.volumeTemplatesList()).some((t) => t.name === template)) {
       throw new StorpoolError('CONFIG_ERR_INVALID', `storpool template ${template} of system datastore ${dsId} does not exist (monitor the datastore first)`);
     }
+    const format = args[1] ?? 'raw';
     await e.api.volumeCreate({ name, size: size * MiB, template, tags: { virt: 'one', nvm: String(vmId), type: 'volatile' } });
     try {
+      if (format === 'swap') {
+        const here = clientIdOf(e, 'localhost');
+        await attach(e, name, here, 'rw');
+        try {
+          await runLocal('mkswap', [devicePath(e, name)]);
+        } finally {
+          await detach(e, name, here, true);
+        }
+      }
       await attach(e, name, clientIdOf(e, host));
       await linkDisk(e, host, path, name);
     } catch (err) {
@@ -186,6 +196,12 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
       throw err;
     }
     return '';
+  },
+
+  /** mkswap size host:remote_system_ds/disk.i vmid dsid — older cores' swap disk: mkimage with format swap. */
+  async mkswap(e, args, stdin) {
+    need(args, 4, 'mkswap size host:remote_system_ds/disk.i vmid dsid');
+    return tmActions['mkimage']!(e, [args[0]!, 'swap', ...args.slice(1)], stdin);
   },
 
   /** resize host:remote_system_ds/disk.i size vmid dsid — size in MB. */
@@ -196,15 +212,20 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     return '';
   },
 
-  /** context "file1 file2 ..." host:remote_system_ds/disk.i vmid dsid — an ISO volume, attached read-only. */
+  /**
+   * context file1 [file2 ...] host:remote_system_ds/disk.i vmid dsid — an ISO volume, attached
+   * read-only. oned writes `CONTEXT <tm> <context.sh> <files...> host:path vmid dsid` and one_tm
+   * splits that line on blanks, so every file is its own argument: the last three are fixed.
+   */
   async context(e, args) {
-    need(args, 4, 'context "files" host:remote_system_ds/disk.i vmid dsid');
-    const { host, path } = splitHostPath(args[1]!);
+    need(args, 4, 'context file1 [file2 ...] host:remote_system_ds/disk.i vmid dsid');
+    const n = args.length;
+    const { host, path } = splitHostPath(args[n - 3]!);
     const { vmId, diskId } = diskIds(path);
-    const dsId = int(args[3], 'dsid');
+    const dsId = int(args[n - 1], 'dsid');
     const name = names.contextDisk(e, vmId, diskId);
     const template = names.template(e, dsId);
-    const { iso, dir } = await buildIso(args[0]!);
+    const { iso, dir } = await buildIso(args.slice(0, n - 3).join(' '));
     try {
       if (await volumeExists(e, name)) await deleteVolume(e, name);
       const size = Math.ceil((await stat(iso)).size / MiB) * MiB;
@@ -287,16 +308,20 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
   },
 
   /**
-   * monitor [ds_action_data] dsid — system datastore: usage, then per VM the sizes of its disks
-   * (`VM = [ ID = n, MONITOR = "<base64 DISK_SIZE=[ID=d,SIZE=mb] ...>" ]`).
+   * monitor dsid (document on stdin; older releases: monitor <document> dsid) — system datastore:
+   * usage, then per VM the sizes of its disks
+   * (`VM = [ ID = n, MONITOR = "<base64 DISK_SIZE=[ID=d,SIZE=mb] ...>" ]`), unless oned says this
+   * round is not a VM-disk round (<MONITOR_VM_DISKS>0</MONITOR_VM_DISKS>).
    */
   async monitor(e, args, stdin) {
     const numeric = args.length > 0 && /^\d+$/.test(args[0]!);
     const data = !numeric && args[0] !== undefined ? args[0] : await stdin();
-    const ds = parseDocument(data, 'DS_DRIVER_ACTION_DATA')['DATASTORE'];
+    const doc = parseDocument(data, 'DS_DRIVER_ACTION_DATA');
+    const ds = doc['DATASTORE'];
     const dsNode = typeof ds === 'object' && !Array.isArray(ds) ? ds : undefined;
     const dsId = intField(dsNode, 'ID');
     const lines = [await datastoreUsage(e, dsId, dsNode)];
+    if (text(doc, 'MONITOR_VM_DISKS') === '0') return lines.join('\n');
     const re = new RegExp(`^${e.prefix}-sys-(\\d+)-(\\d+)$`);
     const perVm = new Map<number, string[]>();
     for (const v of await e.api.volumesList()) {

@@ -1,15 +1,22 @@
 /**
  * VM snapshots (VMM snapshot_create/_delete/_revert, used in place of the hypervisor's own): one
  * group snapshot over the VM's storpool disks, <volume>-ONESNAP<id> each, tagged nvm/nloc/virt.
- * Arguments: <domain> <snap_id|snap_name> <vm_id> [host]; the VM document (base64 or XML) on stdin.
+ * Arguments as one_vmm_exec passes them: create `<deploy_id> <snap_id> <vm_id> <host>`, revert and
+ * delete `<deploy_id> <hypervisor_id> <vm_id> <host>` (the hypervisor id is what create printed).
+ * stdin: the driver message <VMM_DRIVER_ACTION_DATA> (HOST, DEPLOY_ID, VM, ...), base64 when the
+ * action runs on the front-end (a `-l` local action), plain XML when it runs on the host; a bare
+ * <VM> document is accepted too.
  */
 import { StorpoolError } from '@storpool/errors';
 import { type DriverEnv, names, sourceVolume } from './env.js';
-import { nodes, parseDocument, text } from './xml.js';
+import { nodes, parseDocumentOneOf, text, type XmlNode } from './xml.js';
 import { revertVolume } from './ops.js';
 
 function vmVolumes(e: DriverEnv, vmXml: string): { vmId: number; volumes: string[] } {
-  const vm = parseDocument(vmXml, 'VM');
+  const doc = parseDocumentOneOf(vmXml, ['VMM_DRIVER_ACTION_DATA', 'VM']);
+  const inner = doc.node['VM'];
+  const vm: XmlNode | undefined = doc.root === 'VM' ? doc.node : typeof inner === 'object' && !Array.isArray(inner) ? inner : undefined;
+  if (vm === undefined) throw new StorpoolError('CONFIG_ERR_INVALID', 'VMM driver action data has no <VM> element');
   const vmId = Number(text(vm, 'ID'));
   if (!Number.isInteger(vmId) || text(vm, 'ID') === '') throw new StorpoolError('CONFIG_ERR_INVALID', 'VM document has no ID');
   const volumes: string[] = [];

@@ -21,15 +21,23 @@ export function decodeDocument(data: string): string {
 
 /** Parses a document and checks its root element. */
 export function parseDocument(data: string, root: string): XmlNode {
+  return parseDocumentOneOf(data, [root]).node;
+}
+
+/** Parses a document whose root element is one of `roots` (the first that is present wins). */
+export function parseDocumentOneOf(data: string, roots: string[]): { root: string; node: XmlNode } {
   const xml = decodeDocument(data);
   const valid = XMLValidator.validate(xml);
   if (valid !== true) throw new StorpoolError('CONFIG_ERR_INVALID', `bad XML in driver action data: ${valid.err.msg} (line ${valid.err.line})`);
   const doc = parser.parse(xml) as XmlNode;
-  const top = doc[root];
-  if (top === undefined || typeof top !== 'object' || Array.isArray(top)) {
-    throw new StorpoolError('CONFIG_ERR_INVALID', `driver action data has no <${root}> element (got ${Object.keys(doc).filter((k) => k !== '?xml').join(', ') || 'nothing'})`);
+  for (const root of roots) {
+    const top = doc[root];
+    if (top !== undefined && typeof top === 'object' && !Array.isArray(top)) return { root, node: top };
   }
-  return top;
+  throw new StorpoolError(
+    'CONFIG_ERR_INVALID',
+    `driver action data has no ${roots.map((r) => `<${r}>`).join(' or ')} element (got ${Object.keys(doc).filter((k) => k !== '?xml').join(', ') || 'nothing'})`,
+  );
 }
 
 /** The text at a slash-separated path ('' when absent or not text). */

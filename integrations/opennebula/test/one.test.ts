@@ -79,11 +79,19 @@ function image(f: { id: number; path?: string; source?: string; size?: number; f
 
 const dsData = (img: string, ds = DATASTORE_100): string => b64(`<DS_DRIVER_ACTION_DATA>${img}${ds}<MONITOR_VM_DISKS>1</MONITOR_VM_DISKS></DS_DRIVER_ACTION_DATA>`);
 
-const VM_42 = (): string => b64(`<VM><ID>42</ID><UID>0</UID><GID>0</GID><NAME>vm-42</NAME><STATE>3</STATE><LCM_STATE>3</LCM_STATE>
+const VM_42_XML = (): string => `<VM><ID>42</ID><UID>0</UID><GID>0</GID><NAME>vm-42</NAME><STATE>3</STATE><LCM_STATE>3</LCM_STATE>
 <TEMPLATE><DISK><ALLOW_ORPHANS><![CDATA[yes]]></ALLOW_ORPHANS><CLONE><![CDATA[YES]]></CLONE><DATASTORE><![CDATA[storpool-images]]></DATASTORE><DATASTORE_ID><![CDATA[100]]></DATASTORE_ID><DEV_PREFIX><![CDATA[vd]]></DEV_PREFIX><DISK_ID><![CDATA[0]]></DISK_ID><DISK_TYPE><![CDATA[BLOCK]]></DISK_TYPE><IMAGE><![CDATA[image-5]]></IMAGE><IMAGE_ID><![CDATA[5]]></IMAGE_ID><PERSISTENT><![CDATA[NO]]></PERSISTENT><SOURCE><![CDATA[one-img-5]]></SOURCE><TARGET><![CDATA[vda]]></TARGET><TM_MAD><![CDATA[storpool]]></TM_MAD><TYPE><![CDATA[BLOCK]]></TYPE></DISK>
 <DISK><CLONE><![CDATA[NO]]></CLONE><DATASTORE_ID><![CDATA[100]]></DATASTORE_ID><DISK_ID><![CDATA[1]]></DISK_ID><IMAGE_ID><![CDATA[7]]></IMAGE_ID><PERSISTENT><![CDATA[YES]]></PERSISTENT><SOURCE><![CDATA[one-img-7]]></SOURCE><TARGET><![CDATA[vdb]]></TARGET><TM_MAD><![CDATA[storpool]]></TM_MAD><TYPE><![CDATA[BLOCK]]></TYPE></DISK>
 <CONTEXT><DISK_ID><![CDATA[3]]></DISK_ID><NETWORK><![CDATA[YES]]></NETWORK></CONTEXT></TEMPLATE>
-<HISTORY_RECORDS><HISTORY><HOSTNAME>localhost</HOSTNAME><DS_ID>0</DS_ID><TM_MAD>storpool</TM_MAD></HISTORY></HISTORY_RECORDS></VM>`);
+<HISTORY_RECORDS><HISTORY><HOSTNAME>localhost</HOSTNAME><DS_ID>0</DS_ID><TM_MAD>storpool</TM_MAD></HISTORY></HISTORY_RECORDS></VM>`;
+/** The VM document alone, base64 (what TM premigrate/postmigrate get on stdin). */
+const VM_42 = (): string => b64(VM_42_XML());
+/**
+ * What one_vmm_exec hands a VMM action on stdin: the decoded driver message (root
+ * VMM_DRIVER_ACTION_DATA with HOST, DEPLOY_ID and the VM), plain XML when the action runs on the
+ * host, base64 of it when it is a local (-l) action on the front-end.
+ */
+const VMM_MSG_42 = (snapshot: string): string => `<VMM_DRIVER_ACTION_DATA><HOST>localhost</HOST><MIGR_HOST/><DEPLOY_ID>one-42</DEPLOY_ID><DEPLOY_FILE/><CHECKPOINT_FILE/>${VM_42_XML().replace('</TEMPLATE>', `${snapshot}</TEMPLATE>`)}<DATASTORE/></VMM_DRIVER_ACTION_DATA>`;
 
 async function attachedClients(name: string): Promise<number[]> {
   return (await api.attachmentsList()).filter((a) => a.volume === name).map((a) => a.client).sort();
@@ -259,10 +267,14 @@ describe('OpenNebula datastore driver (DS_MAD)', () => {
     const fsType = await withDevice('one-img-7', (dev) => sh('blkid', ['-o', 'value', '-s', 'TYPE', dev]));
     expect(fsType.stdout.trim()).toBe('ext4');
     expect((await ok('datastore', 'stat', ['7'], dsData(image({ id: 7, source: 'one-img-7' })))).trim()).toBe('32');
+    // Disk save-as: IMAGE/FORMAT is save_as; mkfs only names the source, TM cpds makes the volume.
+    const saveAs = image({ id: 15, size: 16 }).replace('<FORMAT><![CDATA[raw]]></FORMAT>', '<FORMAT><![CDATA[save_as]]></FORMAT>');
+    expect(await ok('datastore', 'mkfs', ['15'], dsData(saveAs))).toBe('one-img-15\n');
+    expect(await volumeNames()).not.toContain('one-img-15');
   }, 120_000);
 
   it('clone copies an image (copy-on-write) and grows it to SIZE', async () => {
-    expect(await ok('datastore', 'clone', ['8'], dsData(image({ id: 8, path: 'one-img-5', cloningId: 5, size: 12 })))).toBe('one-img-8\n');
+    expect(await ok('datastore', 'clone', ['8'], dsData(image({ id: 8, path: 'one-img-5', cloningId: 5, size: 12 })))).toBe('one-img-8 raw\n');
     expect((await api.volumeDescribe('one-img-8')).size).toBe(12 * MiB);
     const head = await withDevice('one-img-8', (dev) => readAt(dev, 4096 * 3, 4096));
     expect(head.toString('latin1', 0, 24)).toBe('block 3 of the test imag');
@@ -287,7 +299,8 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     await ok('tm', 'mkimage', ['24', 'raw', `localhost:${disk(2)}`, '42', '0']);
     await writeFile(join(tmp, 'init.sh'), '#!/bin/sh\necho hello\n');
     await writeFile(join(tmp, 'context.sh'), "ETH0_IP='10.0.0.42'\n");
-    await ok('tm', 'context', [`${join(tmp, 'context.sh')} ${join(tmp, 'init.sh')}:'start.sh'`, `localhost:${disk(3)}`, '42', '0']);
+    // As one_tm runs it: every file its own argument (context.sh first, FILES_DS entries as path:'name').
+    await ok('tm', 'context', [join(tmp, 'context.sh'), `${join(tmp, 'init.sh')}:'start.sh'`, `localhost:${disk(3)}`, '42', '0']);
 
     const expected: [number, string][] = [[0, 'one-sys-42-0'], [1, 'one-img-7'], [2, 'one-sys-42-2'], [3, 'one-sys-42-3-iso']];
     for (const [n, vol] of expected) {
@@ -334,7 +347,22 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     const disks = Buffer.from(vm![1]!, 'base64').toString('utf8').split('\n');
     expect(disks).toContain('DISK_SIZE=[ID=0,SIZE=16]');
     expect(disks).toContain('DISK_SIZE=[ID=2,SIZE=24]');
+    // A round where oned does not want VM disk sizes: the usage only.
+    const quiet = b64(`<DS_DRIVER_ACTION_DATA>${DATASTORE_0}<DATASTORE_LOCATION>/var/lib/one//datastores</DATASTORE_LOCATION><MONITOR_VM_DISKS>0</MONITOR_VM_DISKS></DS_DRIVER_ACTION_DATA>`);
+    expect(await ok('tm', 'monitor', ['0'], quiet)).toMatch(/^USED_MB=\d+\nTOTAL_MB=\d+\nFREE_MB=\d+\n$/);
   }, 60_000);
+
+  it('mkimage with format swap (and mkswap of older cores) makes swap disks', async () => {
+    const d43 = (n: number): string => join(sysDs, '43', `disk.${n}`);
+    await ok('tm', 'mkimage', ['8', 'swap', `localhost:${d43(0)}`, '43', '0']);
+    await ok('tm', 'mkswap', ['8', `localhost:${d43(1)}`, '43', '0']);
+    for (const n of [0, 1]) {
+      expect(await readlink(d43(n))).toBe(join(devRoot, 'storpool', `one-sys-43-${n}`));
+      expect((await sh('blkid', ['-o', 'value', '-s', 'TYPE', d43(n)])).stdout.trim()).toBe('swap');
+    }
+    await ok('tm', 'delete', [`localhost:${join(sysDs, '43')}`, '43', '0']);
+    expect((await volumeNames()).filter((v) => v.startsWith('one-sys-43'))).toEqual([]);
+  }, 120_000);
 
   it('disk snapshots: snap_create, write, snap_revert restores the data; DS snap_delete and snap_flatten', async () => {
     const at = 20 * MiB;
@@ -362,16 +390,20 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     const at = 24 * MiB;
     await writePattern(disk(0), 4 * MiB, 'C');
     await writePattern(disk(1), at, 'C');
-    expect(await ok('vmm', 'snapshot_create', ['one-42', '3', '42', 'localhost'], VM_42())).toBe('ONESNAP3\n');
+    const active = '<SNAPSHOT><ACTIVE>YES</ACTIVE><SNAPSHOT_ID>3</SNAPSHOT_ID><NAME>s3</NAME></SNAPSHOT>';
+    // create as a -l (front-end) action: base64 of the driver message on stdin.
+    expect(await ok('vmm', 'snapshot_create', ['one-42', '3', '42', 'localhost'], b64(VMM_MSG_42(active)))).toBe('ONESNAP3\n');
     const snaps = (await api.snapshotsList()).filter((s) => s.name.endsWith('-ONESNAP3'));
     expect(snaps.map((s) => s.name).sort()).toEqual(['one-img-7-ONESNAP3', 'one-sys-42-0-ONESNAP3']);
     for (const s of snaps) expect(s.tags).toMatchObject({ nvm: '42', virt: 'one' });
     await writePattern(disk(0), 4 * MiB, 'D');
     await writePattern(disk(1), at, 'D');
-    await ok('vmm', 'snapshot_revert', ['one-42', 'ONESNAP3', '42', 'localhost'], VM_42());
+    // revert as run on the host: the driver message as plain XML; the second argument is create's output.
+    const done = '<SNAPSHOT><ACTIVE>YES</ACTIVE><SNAPSHOT_ID>3</SNAPSHOT_ID><HYPERVISOR_ID>ONESNAP3</HYPERVISOR_ID></SNAPSHOT>';
+    await ok('vmm', 'snapshot_revert', ['one-42', 'ONESNAP3', '42', 'localhost'], VMM_MSG_42(done));
     expect((await readAt(disk(0), 4 * MiB, 4096)).toString('latin1', 0, 2)).toBe('CC');
     expect((await readAt(disk(1), at, 4096)).toString('latin1', 0, 2)).toBe('CC');
-    const r = await action('vmm', 'snapshot_revert', ['one-42', 'ONESNAP4', '42', 'localhost'], VM_42());
+    const r = await action('vmm', 'snapshot_revert', ['one-42', 'ONESNAP4', '42', 'localhost'], b64(VMM_MSG_42(done)));
     expect(r.stderr).toMatch(/VM snapshot 4 is missing/);
     await ok('vmm', 'snapshot_delete', ['one-42', 'ONESNAP3', '42', 'localhost'], VM_42());
     expect((await snapshotNames()).filter((s) => s.includes('ONESNAP'))).toEqual([]);
