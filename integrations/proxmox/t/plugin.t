@@ -59,6 +59,7 @@ subtest 'type, plugindata, properties, options' => sub {
     is_deeply($pd->{content}[0], { images => 1, rootdir => 1 }, 'images + rootdir');
     is_deeply($pd->{format}, [ { raw => 1 }, 'raw' ], 'raw');
     is_deeply([ sort keys %{ $P->properties } ], [ qw(storpool-api storpool-conf storpool-nbd storpool-token template) ]);
+    is($P->volume_snapshot_needs_fsfreeze, 1, 'container snapshots freeze the file system (as RBD)');
     ok($P->options->{$_}{optional}, "$_ optional") for qw(template storpool-api storpool-token nodes content);
     my $fmt = PVE::JSONSchema::get_format('pve-storpool-url');
     ok($fmt, 'URL format registered');
@@ -217,6 +218,7 @@ subtest 'map_volume, nbd paths' => sub {
     my $sock = "$ENV{STORPOOL_RUNTIME_DIR}/nbd/~" . gid_of($v5) . '.sock';
     is($uri, "nbd+unix:///?socket=$sock", 'nbd+unix URI');
     ok(-S $sock, 'the block service serves it');
+    is($P->map_volume($sid, $nbd, $v5), $dev, 'map_volume gives the block device also with storpool-nbd (as RBD maps krbd)');
     ok($P->unmap_volume($sid, $scfg, $v5), 'unmap_volume');
     ok(!-e $dev, 'unmapped');
 };

@@ -337,10 +337,15 @@ sub deactivate_volume {
     return 1;
 }
 
+# map_volume is for users that need a block device (containers, host-side tools): like RBD's,
+# which maps the kernel device even when `path` gives QEMU an rbd: URI, it always returns the
+# device, also with storpool-nbd.
 sub map_volume {
-    my ($class, $storeid, $scfg, $volname, $snapname) = @_;
+    my ($class, $storeid, $scfg, $volname, $snapname, $hints) = @_;
     $class->activate_volume($storeid, $scfg, $volname, $snapname);
-    return $class->filesystem_path($scfg, $volname, $snapname);
+    my $gid = _gid($volname);
+    $gid = _find_snapshot($scfg, $gid, $snapname)->{globalId} if defined $snapname;
+    return _cfg($scfg)->{devroot} . "/storpool-byid/$gid";
 }
 
 sub unmap_volume {
@@ -455,6 +460,11 @@ sub volume_snapshot_rollback {
     _reassign($scfg, { volume => "~$gid", detach => 'all', force => JSON::PP::false });
     _api($scfg, 'POST', "VolumeRevert/~$gid", { toSnapshot => "~$s->{globalId}", revertSize => JSON::PP::true });
     return undef;
+}
+
+# Container volumes are file systems on the block device: freeze them for a snapshot (as RBD does).
+sub volume_snapshot_needs_fsfreeze {
+    return 1;
 }
 
 sub volume_rollback_is_possible {
