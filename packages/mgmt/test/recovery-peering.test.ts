@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { FileShardMapSource, StorpoolClient } from '@storpool/client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { ConnectionPool, ShardMapView } from '@storpool/net';
-import { Op, PeerRole, chunkCrcs, encodeCrcs } from '@storpool/protocol';
+import { Op, PeerRole, RequestFlag, chunkCrcs, encodeCrcs, type OpCode } from '@storpool/protocol';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
@@ -52,6 +52,45 @@ const fill = (tag: number): Buffer => {
 };
 
 describe('peering after a failover', () => {
+  it("a copy's pieces only overwrite the target's blocks; the last one (REPLACE) sets the version exactly", async () => {
+    // What a new primary's copy to an in-sync replica does there, piece by piece: if the copy is cut
+    // short (the primary dies too), every block the target held (acknowledged writes) is still there.
+    await until('all disks up', async () => ([...(await cluster.service.model.read()).disks.values()].every((d) => d.down !== true) ? true : undefined));
+    await api.post('VolumeCreate', { name: 'cut', size: OBJECT, template: 'default' });
+    const s = await volumeSpec(cluster, 'cut');
+    const placementId = s.placementId!;
+    await client.volume(s).write(0, fill(1));
+    await client.refreshMap();
+    const { replicas, shard } = client.router.locate(s.group, placementId, 0);
+    const [primary, a] = replicas as [number, number];
+    const v1 = (await client.readReplica(a, s.group, s.volumeId, 0, 0, 8192, placementId)).version;
+    expect(v1).toBeGreaterThan(1);
+    const view = await ShardMapView.open(new FileShardMapSource(cluster.mapFile));
+    const peers = new ConnectionPool({ view, clusterId: cluster.service.cluster.clusterId, role: PeerRole.PEER, senderId: primary, log: pino({ level: 'silent' }) });
+    try {
+      const conn = await peers.get(a);
+      const piece = (op: OpCode, flags: number, block: number, blocks: number, version: number, payload: Buffer[]) =>
+        conn.request({ op, flags, epoch: view.router.epoch, group: s.group, parentCount: 0, volumeId: s.volumeId, objectIndex: 0, offset: block * 4096, length: blocks * 4096, version, placementId, shard }, payload, 5_000);
+      // The first piece: block 0 only.
+      const first = Buffer.alloc(4096, 5);
+      await piece(Op.REPLICA_WRITE, RequestFlag.SYNC, 0, 1, 0, [first, encodeCrcs(chunkCrcs(first))]);
+      let r = await client.readReplica(a, s.group, s.volumeId, 0, 0, 8192, placementId);
+      expect(r.data.subarray(0, 4096).equals(first)).toBe(true);
+      expect(r.data.subarray(4096).equals(fill(1).subarray(4096)), 'block 1 (not in the piece) kept').toBe(true);
+      expect(r.version).toBe(v1);
+      // The last piece (holes for the rest), with a version below the target's: taken exactly.
+      await piece(Op.REPLICA_TRIM, RequestFlag.SYNC | RequestFlag.REPLACE, 2, 1022, v1 - 1, []);
+      r = await client.readReplica(a, s.group, s.volumeId, 0, 0, 8192, placementId);
+      expect(r.version).toBe(v1 - 1);
+      expect(r.data.subarray(4096).equals(fill(1).subarray(4096))).toBe(true);
+      // REPLACE without SYNC is refused and changes nothing.
+      await expect(piece(Op.REPLICA_TRIM, RequestFlag.REPLACE, 0, 2, 0, [])).rejects.toThrow(/REPLACE is a flag/);
+      expect((await client.readReplica(a, s.group, s.volumeId, 0, 0, 8192, placementId)).version).toBe(v1 - 1);
+    } finally {
+      peers.close();
+    }
+  }, 120_000);
+
   it('an unacknowledged write on one replica: after the primary dies, the in-sync copies are made equal to the new primary', async () => {
     await until('all disks up', async () => ([...(await cluster.service.model.read()).disks.values()].every((d) => d.down !== true) ? true : undefined));
     await api.post('VolumeCreate', { name: 'p', size: OBJECTS * OBJECT, template: 'default' });

@@ -134,9 +134,11 @@ export const RequestFlag = {
   /** REPLICA_WRITE/REPLICA_TRIM: part of a catch-up copy of the whole object (the primary holds its lock). */
   SYNC: 4,
   /**
-   * With SYNC, on the first piece of a copied object: the target forgets its copy first, so the
-   * object ends with exactly the primary's content and version, even where the target had a higher
-   * version (an unacknowledged write of an old primary's term).
+   * With SYNC, on the last piece of a copied object: after applying the piece the target sets the
+   * object's version to exactly the piece's version, so the object ends with the primary's content
+   * and version even where the target had a higher one (an unacknowledged write of an old primary's
+   * term). Earlier pieces only overwrite blocks: a copy cut short loses nothing the target held.
+   * Version 0 on a whole-object trim drops the object (a copy the primary does not hold).
    */
   REPLACE: 8,
 } as const;

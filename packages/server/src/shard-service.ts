@@ -49,6 +49,8 @@ export interface ObjectStore {
   trim(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
   /** Removes the object with its version (see DiskStore.forget). */
   forget(key: ObjectKey): Promise<void>;
+  /** Sets the object's version exactly, lower included (see DiskStore.setVersion). */
+  setVersion(key: ObjectKey, version: number): Promise<void>;
   zero(key: ObjectKey, firstBlock: number, blockCount: number, version: number): Promise<void>;
   repair(key: ObjectKey, block: number, data: Buffer, crc: number): Promise<unknown>;
   allocation(key: ObjectKey, firstBlock: number, blockCount: number): Uint8Array;
@@ -575,21 +577,24 @@ export class ShardService {
     const firstBlock = h.offset / BLOCK_BYTES;
     const blockCount = h.length / BLOCK_BYTES;
     if (blockCount === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
-    if ((h.flags & RequestFlag.REPLACE) !== 0) {
-      if ((h.flags & RequestFlag.SYNC) === 0 || (h.op !== Op.REPLICA_WRITE && h.op !== Op.REPLICA_TRIM)) throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `REPLACE is a flag of a catch-up copy's REPLICA_WRITE/REPLICA_TRIM, not of ${opName(h.op)}`);
-      // The copy's first piece: the primary holds the object's lock for the whole copy.
-      await this.#o.store.forget(key);
+    const replace = (h.flags & RequestFlag.REPLACE) !== 0;
+    if (replace && ((h.flags & RequestFlag.SYNC) === 0 || (h.op !== Op.REPLICA_WRITE && h.op !== Op.REPLICA_TRIM))) {
+      throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `REPLACE is a flag of a catch-up copy's REPLICA_WRITE/REPLICA_TRIM, not of ${opName(h.op)}`);
     }
     switch (h.op) {
       case Op.REPLICA_WRITE: {
         const { data, crcs } = splitDataPayload(payload, h.length);
         // The store checks every block against its CRC before writing anything (once, here).
         await this.#o.store.write(key, firstBlock, data, crcs, h.version);
+        // The copy's last piece (the primary holds the object's lock for the whole copy): every
+        // block is the primary's now, and so is the version, lower than ours included.
+        if (replace) await this.#o.store.setVersion(key, h.version);
         return { payload: [], version: h.version };
       }
       case Op.REPLICA_TRIM:
         if ((h.flags & RequestFlag.ZERO_MARKERS) !== 0) await this.#o.store.zero(key, firstBlock, blockCount, h.version);
         else await this.#o.store.trim(key, firstBlock, blockCount, h.version);
+        if (replace) await this.#o.store.setVersion(key, h.version);
         return { payload: [], version: h.version };
       case Op.REPLICA_READ:
       case Op.COPY_READ: {

@@ -302,7 +302,8 @@ export class ShardSync {
         if (!run.live) return;
         if (run.verified.has(objectId(key)) || this.#host.store.objectVersion(key) !== 0) continue;
         const placementId = s.placementOf.get(key.volumeId)!;
-        // Forgotten there too, version included: a trim would keep a version this primary never wrote.
+        // Forgotten there too: trimmed whole, then version 0 (REPLACE) drops the entry; a plain trim
+        // would keep a version this primary never wrote.
         await this.#send(s, key, placementId, shardOf(placementId, key.objectIndex, shardCount), Op.REPLICA_TRIM, RequestFlag.SYNC | RequestFlag.REPLACE, 0, BLOCKS_PER_OBJECT, 0, []);
         run.verified.add(objectId(key));
         run.result.objectsReleased++;
@@ -319,14 +320,16 @@ export class ShardSync {
     const version = store.objectVersion(key);
     const map = store.allocation(key, 0, BLOCKS_PER_OBJECT);
     let bytes = 0;
-    // The first piece makes the target forget its copy (REPLACE); the version goes with the last
-    // piece only: a copy cut short leaves the target without the object's version, so the next
-    // compare copies the object again.
+    // Every block is sent (data, zero marker or hole), each piece overwriting the target's blocks;
+    // the last piece carries the version and REPLACE (the target then takes exactly this version,
+    // even below its own: an unacknowledged write of an old term). A copy cut short leaves every
+    // block either ours or the target's own, in-sync content, acknowledged writes included, and
+    // the target's old version, which still differs from ours: the next compare copies it again.
     for (let first = 0; first < BLOCKS_PER_OBJECT;) {
-      const replace = first === 0 ? RequestFlag.REPLACE : 0;
       const state = map[first]!;
       let end = first + 1;
       while (end < BLOCKS_PER_OBJECT && map[end] === state && (state !== BLOCK_DATA || end - first < PUSH_BLOCKS_MAX)) end++;
+      const replace = end === BLOCKS_PER_OBJECT ? RequestFlag.REPLACE : 0;
       if (state === BLOCK_DATA) {
         const r = await store.read(key, first, end - first);
         if (r.bad.length > 0) throw new StorpoolError('STORE_ERR_CHECKSUM', `disk ${this.#host.diskId}: object ${objectId(key)} blocks ${r.bad.map((b) => b + first).join(',')} fail their CRC32C: cannot copy them (the scrubber repairs them from another copy)`);

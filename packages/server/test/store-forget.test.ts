@@ -1,6 +1,7 @@
 /**
  * forget(): an object leaves the disk altogether — blocks released, entry and version gone — and
  * stays gone after a reopen and after a journal replay into an index that lost the change.
+ * setVersion(): the version set exactly (lower included), blocks untouched; the same durability.
  */
 import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -59,6 +60,49 @@ describe('forgetting objects', () => {
       expect(store.stats().blocksUsed, `replay=${replay}`).toBe(empty + 4);
       const r = await store.read(c, 0, 1);
       expect(r.data.equals(again.data), `replay=${replay}`).toBe(true);
+      await store.close();
+    }
+  });
+
+  it('setVersion sets the version exactly, lower included, keeps the blocks; 0 on an emptied object drops it; both survive reopen and replay', async () => {
+    dir = await makeTempDir('storpool-setversion-');
+    const path = join(dir, 'disk.img');
+    await formatDisk(path, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+    let store = await DiskStore.open(path);
+    const a = { volumeId: 9, objectIndex: 1 };
+    const b = { volumeId: 9, objectIndex: 2 };
+    const da = blocksData([1, 2], 0);
+    await store.write(a, 0, da.data, da.crcs, 500);
+    const db = blocksData([3], 0);
+    await store.write(b, 0, db.data, db.crcs, 600);
+    await store.close();
+    await cp(`${path}.idx`, join(dir, 'old.idx'), { recursive: true });
+
+    store = await DiskStore.open(path);
+    const used = store.stats().blocksUsed;
+    await store.setVersion(a, 300);
+    expect(store.objectVersion(a)).toBe(300);
+    // A later write still takes the max, as always.
+    const more = blocksData([4], 5);
+    await store.write(a, 5, more.data, more.crcs, 0);
+    expect(store.objectVersion(a)).toBe(300);
+    await store.trim(b, 0, 1024, 0);
+    await store.setVersion(b, 0);
+    expect(store.objectVersion(b)).toBe(0);
+    expect(store.listObjects({ limit: 10 }).map((o) => [o.key.objectIndex, o.version, o.allocatedBlocks])).toEqual([[1, 300, 3]]);
+    expect(store.stats().blocksUsed).toBe(used);
+    await expect(store.setVersion(a, -1)).rejects.toThrow(/non-negative/);
+    await store.close();
+
+    for (const replay of [false, true]) {
+      if (replay) {
+        await rm(`${path}.idx`, { recursive: true, force: true });
+        await cp(join(dir, 'old.idx'), `${path}.idx`, { recursive: true });
+      }
+      store = await DiskStore.open(path);
+      expect(store.listObjects({ limit: 10 }).map((o) => [o.key.objectIndex, o.version, o.allocatedBlocks]), `replay=${replay}`).toEqual([[1, 300, 3]]);
+      const r = await store.read(a, 0, 2);
+      expect(r.data.equals(da.data), `replay=${replay}`).toBe(true);
       await store.close();
     }
   });

@@ -83,7 +83,12 @@ export interface StoreStats {
   noSpaceErrors: number;
 }
 
-type OpKind = 'write' | 'trim' | 'zero' | 'repair' | 'forget';
+type OpKind = 'write' | 'trim' | 'zero' | 'repair' | 'forget' | 'version';
+
+/** Ops that write data blocks (allocated, written, then referenced); the others change the index only. */
+function carriesData(kind: OpKind): boolean {
+  return kind === 'write' || kind === 'repair';
+}
 
 interface Op {
   kind: OpKind;
@@ -315,6 +320,21 @@ export class DiskStore {
   }
 
   /**
+   * Sets the object's version to exactly `version`, lower than the current one included (versions
+   * otherwise only grow): the last step of a copy that makes this disk's object equal to another
+   * disk's, content and version. Version 0 on an object without data blocks drops its entry, as
+   * forget() does. No block changes.
+   *
+   * DURABILITY: as for trim(): journaled and committed before the promise resolves.
+   */
+  async setVersion(key: ObjectKey, version: number): Promise<void> {
+    this.checkUsable();
+    checkObjectKey(key);
+    checkVersion(version);
+    await this.enqueue('version', key, 0, 0, null, null, version);
+  }
+
+  /**
    * Marks whole blocks as zeros without falling through to parent snapshots (zero markers), and
    * releases the data blocks they replace. For trim/write-zeroes in a volume that has parents.
    *
@@ -501,7 +521,7 @@ export class DiskStore {
         this.fail(this.failed ?? (err as StorpoolError), ops);
         return;
       }
-      const toCommit = writesFailed === null ? live : live.filter((op) => op.kind === 'trim' || op.kind === 'zero' || op.kind === 'forget');
+      const toCommit = writesFailed === null ? live : live.filter((op) => !carriesData(op.kind));
       if (writesFailed !== null) this.rejectWrites(live, writesFailed);
       if (toCommit.length === 0) {
         this.endCycle(ops);
@@ -683,7 +703,7 @@ export class DiskStore {
   private allocateCycle(ops: Op[]): Op[] {
     const live: Op[] = [];
     for (const op of ops) {
-      if (op.kind === 'trim' || op.kind === 'zero' || op.kind === 'forget') {
+      if (!carriesData(op.kind)) {
         live.push(op);
         continue;
       }
@@ -756,7 +776,7 @@ export class DiskStore {
   }
 
   private rejectWrites(ops: Op[], err: StorpoolError): void {
-    for (const op of ops) if (op.kind === 'write' || op.kind === 'repair') op.reject(err);
+    for (const op of ops) if (carriesData(op.kind)) op.reject(err);
   }
 
   /** Frees blocks allocated to ops that were never committed. */
@@ -1055,8 +1075,9 @@ function applyOp(op: IndexOp, obj: ObjectValue, existing: Map<number, Pointer>, 
     setPointer(ch, op, b, (op.phys as Uint32Array)[i] as number, (op.crcs as Uint32Array)[i] as number);
   }
   assert(obj.allocatedBlocks >= 0 && obj.allocatedBlocks <= BLOCKS_PER_OBJECT, 'object block count in range');
-  // Versions only grow, except that a forgotten object starts over as one never written.
-  obj.version = op.kind === 'forget' ? 0 : Math.max(obj.version, op.version);
+  // Versions only grow, except that a forgotten object starts over as one never written and a
+  // 'version' op (the end of a copy from another disk) sets it exactly.
+  obj.version = op.kind === 'forget' ? 0 : op.kind === 'version' ? op.version : Math.max(obj.version, op.version);
 }
 
 function setPointer(ch: Changes, op: IndexOp, block: number, physical: number, crc: number): void {

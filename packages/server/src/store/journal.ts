@@ -27,7 +27,8 @@ export const RECORD_HEADER_BYTES = 24;
 const RECORD_ALIGN = 4096;
 const OP_FIXED_BYTES = 28;
 
-export const JOURNAL_KINDS = ['write', 'trim', 'zero', 'repair', 'forget'] as const;
+// Append only: a kind's index is its byte on disk. 'version' sets an object's version exactly (no blocks).
+export const JOURNAL_KINDS = ['write', 'trim', 'zero', 'repair', 'forget', 'version'] as const;
 export type JournalKind = (typeof JOURNAL_KINDS)[number];
 
 export interface JournalOp {
