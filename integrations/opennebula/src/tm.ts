@@ -254,6 +254,14 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     return '';
   },
 
+  /**
+   * snap_create_live — the same for a running VM (oned runs it when LIVE_DISK_SNAPSHOTS in
+   * vmm_execrc lists kvm-storpool): a storpool snapshot is crash-consistent as it is.
+   */
+  async snap_create_live(e, args, stdin) {
+    return tmActions['snap_create']!(e, args, stdin);
+  },
+
   async snap_delete(e, args) {
     need(args, 2, 'snap_delete host:remote_system_ds/disk.i snapid vmid dsid');
     const { volume } = await diskVolume(e, args[0]!);

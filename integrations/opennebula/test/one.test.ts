@@ -374,7 +374,9 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     await ok('tm', 'snap_revert', [`localhost:${disk(1)}`, '0', '42', '100']);
     expect((await readAt(disk(1), at, 4096)).toString('latin1', 0, 4)).toBe('AAAA');
     await ok('tm', 'snap_create', [`localhost:${disk(1)}`, '1', '42', '100']);
-    await ok('tm', 'snap_create', [`localhost:${disk(1)}`, '2', '42', '100']);
+    // A running VM's disk (LIVE_DISK_SNAPSHOTS="... kvm-storpool"): snap_create_live, same arguments.
+    await ok('tm', 'snap_create_live', [`localhost:${disk(1)}`, '2', '42', '100']);
+    expect(await snapshotNames()).toContain('one-img-7-snap2');
     await ok('tm', 'snap_delete', [`localhost:${disk(1)}`, '2', '42', '100']);
     await ok('datastore', 'snap_delete', ['7'], dsData(image({ id: 7, source: 'one-img-7', targetSnapshot: 0 })));
     expect((await snapshotNames()).filter((s) => s.startsWith('one-img-7-'))).toEqual(['one-img-7-snap1']);
