@@ -23,6 +23,8 @@ export interface DriverEnv {
   configPath: string | undefined;
   /** Location tag (nloc) on VM snapshots. */
   location: string;
+  /** libvirt URI on the hosts (kvmrc's LIBVIRT_URI), for stopping a domain around a VM snapshot revert. */
+  libvirtUri: string;
 }
 
 export function driverEnv(env: NodeJS.ProcessEnv = process.env): DriverEnv {
@@ -39,6 +41,7 @@ export function driverEnv(env: NodeJS.ProcessEnv = process.env): DriverEnv {
     localHosts: local,
     configPath,
     location: env['STORPOOL_ONE_LOCATION'] ?? short,
+    libvirtUri: env['STORPOOL_ONE_LIBVIRT_URI'] ?? 'qemu:///system',
   };
 }
 

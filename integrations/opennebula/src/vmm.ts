@@ -6,13 +6,29 @@
  * stdin: the driver message <VMM_DRIVER_ACTION_DATA> (HOST, DEPLOY_ID, VM, ...), base64 when the
  * action runs on the front-end (a `-l` local action), plain XML when it runs on the host; a bare
  * <VM> document is accepted too.
+ *
+ * Revert of a running VM (oned reverts VM snapshots of RUNNING VMs): its disks cannot be reverted
+ * under a running domain, so, as StorPool's addon does, the domain is destroyed on its host
+ * (`virsh destroy`), the disks reverted, and the domain created again from its newest deployment
+ * file in the VM directory (`<DS_LOCATION>/<DS_ID>/<VM ID>/deployment.<n>`): the VM restarts from
+ * the snapshot's (crash-consistent) disk state.
  */
 import { StorpoolError } from '@storpool/errors';
-import { type DriverEnv, names, sourceVolume } from './env.js';
+import { type DriverEnv, names, onHost, q, sourceVolume } from './env.js';
 import { nodes, parseDocumentOneOf, text, type XmlNode } from './xml.js';
 import { revertVolume } from './ops.js';
 
-function vmVolumes(e: DriverEnv, vmXml: string): { vmId: number; volumes: string[] } {
+interface VmInfo {
+  vmId: number;
+  volumes: string[];
+  /** From the driver message (or the VM's last history record): where the domain runs. */
+  host: string;
+  deployId: string;
+  /** The VM directory on the host ('' when the history does not say). */
+  vmDir: string;
+}
+
+function vmVolumes(e: DriverEnv, vmXml: string, args: string[] = []): VmInfo {
   const doc = parseDocumentOneOf(vmXml, ['VMM_DRIVER_ACTION_DATA', 'VM']);
   const inner = doc.node['VM'];
   const vm: XmlNode | undefined = doc.root === 'VM' ? doc.node : typeof inner === 'object' && !Array.isArray(inner) ? inner : undefined;
@@ -27,7 +43,36 @@ function vmVolumes(e: DriverEnv, vmXml: string): { vmId: number; volumes: string
     volumes.push(persistent ? sourceVolume(text(disk, 'SOURCE')) : names.disk(e, vmId, diskId));
   }
   if (volumes.length === 0) throw new StorpoolError('CONFIG_ERR_INVALID', `VM ${vmId} has no storpool disks`);
-  return { vmId, volumes };
+  const msg = doc.root === 'VM' ? undefined : doc.node;
+  const history = nodes(vm, 'HISTORY_RECORDS/HISTORY').at(-1);
+  const host = text(msg, 'HOST') || args[3] || text(history, 'HOSTNAME');
+  const deployId = text(msg, 'DEPLOY_ID') || args[0] || '';
+  const dsLocation = text(history, 'DS_LOCATION').replace(/\/+$/, '');
+  const dsId = text(history, 'DS_ID');
+  const vmDir = dsLocation !== '' && dsId !== '' ? `${dsLocation}/${dsId}/${vmId}` : '';
+  return { vmId, volumes, host, deployId, vmDir };
+}
+
+/**
+ * Stops the VM's domain on its host if it runs; returns the deployment file to start it again
+ * from, or undefined when there was no running domain.
+ */
+async function stopDomain(e: DriverEnv, vm: VmInfo): Promise<string | undefined> {
+  if (vm.host === '' || vm.deployId === '') return undefined;
+  const virsh = `virsh -c ${q(e.libvirtUri)}`;
+  const script = [
+    `state=$(${virsh} domstate ${q(vm.deployId)} 2>/dev/null | head -n 1)`,
+    'case "$state" in running|paused|blocked|"in shutdown") ;; *) exit 0 ;; esac',
+    `f=$(ls -1v ${q(vm.vmDir)}/deployment.* 2>/dev/null | tail -n 1)`,
+    `[ -n "$f" ] || { echo ${q(`domain ${vm.deployId} runs but ${vm.vmDir || 'its VM directory (unknown)'} has no deployment file`)} >&2; exit 1; }`,
+    `${virsh} destroy ${q(vm.deployId)} >/dev/null && printf '%s\\n' "$f"`,
+  ].join('\n');
+  const file = (await onHost(e, vm.host, script)).trim();
+  return file === '' ? undefined : file;
+}
+
+async function startDomain(e: DriverEnv, vm: VmInfo, file: string): Promise<void> {
+  await onHost(e, vm.host, `virsh -c ${q(e.libvirtUri)} create ${q(file)} >/dev/null`);
 }
 
 function snapId(arg: string | undefined): string {
@@ -56,12 +101,19 @@ export const vmmActions: Record<string, (e: DriverEnv, args: string[], stdin: ()
 
   async snapshot_revert(e, args, stdin) {
     const id = snapId(args[1]);
-    const { volumes } = vmVolumes(e, await stdin());
+    const vm = vmVolumes(e, await stdin(), args);
+    const { volumes } = vm;
     // Check all first: a revert of some disks only would leave the VM inconsistent.
     const have = new Set((await e.api.snapshotsList()).map((s) => s.name));
     const missing = volumes.map((v) => names.vmSnapshot(v, id)).filter((s) => !have.has(s));
     if (missing.length > 0) throw new StorpoolError('CONFIG_ERR_INVALID', `VM snapshot ${id} is missing ${missing.join(', ')}`);
-    for (const v of volumes) await revertVolume(e, v, names.vmSnapshot(v, id));
+    const deployment = await stopDomain(e, vm);
+    try {
+      for (const v of volumes) await revertVolume(e, v, names.vmSnapshot(v, id));
+    } finally {
+      // Started again even when a revert failed (as the addon's trap does): the VM keeps running.
+      if (deployment !== undefined) await startDomain(e, vm, deployment);
+    }
     return '';
   },
 };

@@ -91,7 +91,11 @@ const VM_42 = (): string => b64(VM_42_XML());
  * VMM_DRIVER_ACTION_DATA with HOST, DEPLOY_ID and the VM), plain XML when the action runs on the
  * host, base64 of it when it is a local (-l) action on the front-end.
  */
-const VMM_MSG_42 = (snapshot: string): string => `<VMM_DRIVER_ACTION_DATA><HOST>localhost</HOST><MIGR_HOST/><DEPLOY_ID>one-42</DEPLOY_ID><DEPLOY_FILE/><CHECKPOINT_FILE/>${VM_42_XML().replace('</TEMPLATE>', `${snapshot}</TEMPLATE>`)}<DATASTORE/></VMM_DRIVER_ACTION_DATA>`;
+const VMM_MSG_42 = (snapshot: string): string => {
+  // The VM's last history record says where its directory is: <DS_LOCATION>/<DS_ID>/<VM ID>.
+  const vm = VM_42_XML().replace('</TEMPLATE>', `${snapshot}</TEMPLATE>`).replace('<DS_ID>0</DS_ID>', `<DS_LOCATION>${join(sysDs, '..')}/</DS_LOCATION><DS_ID>0</DS_ID>`);
+  return `<VMM_DRIVER_ACTION_DATA><HOST>localhost</HOST><MIGR_HOST/><DEPLOY_ID>one-42</DEPLOY_ID><DEPLOY_FILE/><CHECKPOINT_FILE/>${vm}<DATASTORE/></VMM_DRIVER_ACTION_DATA>`;
+};
 
 async function attachedClients(name: string): Promise<number[]> {
   return (await api.attachmentsList()).filter((a) => a.volume === name).map((a) => a.client).sort();
@@ -165,9 +169,23 @@ beforeAll(async () => {
   const fakeSsh = join(tmp, 'fake-ssh');
   await writeFile(fakeSsh, `#!/bin/sh\nhost=$1; shift\n[ "$host" = node2 ] || { echo "unknown host $host" >&2; exit 255; }\nexec unshare -m sh -c 'mount --bind "$0" "$1" && exec sh -c "$2"' '${node2Ds}' '${sysDs}' "$1"\n`);
   await chmod(fakeSsh, 0o755);
+  await mkdir(join(tmp, 'bin'));
+  await writeFile(join(tmp, 'bin', 'virsh'), `#!/bin/sh
+echo "$*" >> '${tmp}/virsh.log'
+[ "$1" = -c ] && [ "$2" = qemu:///system ] || { echo "virsh: unexpected URI" >&2; exit 1; }
+case "$3" in
+  domstate) cat '${tmp}/virsh.state' 2>/dev/null || echo 'shut off'; echo ;;
+  destroy) echo 'shut off' > '${tmp}/virsh.state' ;;
+  create) echo running > '${tmp}/virsh.state' ;;
+  *) echo "virsh: unexpected $3" >&2; exit 1 ;;
+esac
+`);
+  await chmod(join(tmp, 'bin', 'virsh'), 0o755);
   driverEnv = {
     STORPOOL_CONF: cluster.confPath, STORPOOL_DEV_ROOT: devRoot, STORPOOL_ONE: `${process.execPath} ${BIN}`,
     STORPOOL_ONE_SSH: fakeSsh, STORPOOL_ONE_ATTACH_TIMEOUT: '30',
+    // A stand-in virsh (the hosts' libvirt) that logs its calls and keeps one domain's state.
+    PATH: `${join(tmp, 'bin')}:${PATH}`, STORPOOL_ONE_LIBVIRT_URI: 'qemu:///system',
   };
   await writeFile(join(tmp, 'image.raw'), rawImage());
   const conv = await sh('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', join(tmp, 'image.raw'), join(tmp, 'image.qcow2')]);
@@ -405,8 +423,30 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     await ok('vmm', 'snapshot_revert', ['one-42', 'ONESNAP3', '42', 'localhost'], VMM_MSG_42(done));
     expect((await readAt(disk(0), 4 * MiB, 4096)).toString('latin1', 0, 2)).toBe('CC');
     expect((await readAt(disk(1), at, 4096)).toString('latin1', 0, 2)).toBe('CC');
-    const r = await action('vmm', 'snapshot_revert', ['one-42', 'ONESNAP4', '42', 'localhost'], b64(VMM_MSG_42(done)));
+    let r = await action('vmm', 'snapshot_revert', ['one-42', 'ONESNAP4', '42', 'localhost'], b64(VMM_MSG_42(done)));
     expect(r.stderr).toMatch(/VM snapshot 4 is missing/);
+    expect(await readFile(join(tmp, 'virsh.log'), 'utf8').catch(() => '')).not.toMatch(/destroy/);
+
+    // A running domain: destroyed on its host, disks reverted, created again from its newest
+    // deployment file (deployment.10 after deployment.9: version order, as the addon's ls -v).
+    await writeFile(join(tmp, 'virsh.state'), 'running\n');
+    r = await action('vmm', 'snapshot_revert', ['one-42', 'ONESNAP3', '42', 'localhost'], b64(VMM_MSG_42(done)));
+    expect(r.stderr).toMatch(/one-42 runs but .*\/42 has no deployment file/);
+    expect(await readFile(join(tmp, 'virsh.state'), 'utf8')).toBe('running\n');
+    await writePattern(disk(0), 4 * MiB, 'E');
+    await writeFile(join(sysDs, '42', 'deployment.9'), '<domain/>');
+    await writeFile(join(sysDs, '42', 'deployment.10'), '<domain/>');
+    await writeFile(join(tmp, 'virsh.log'), '');
+    await ok('vmm', 'snapshot_revert', ['one-42', 'ONESNAP3', '42', 'localhost'], b64(VMM_MSG_42(done)));
+    expect((await readFile(join(tmp, 'virsh.log'), 'utf8')).trim().split('\n')).toEqual([
+      '-c qemu:///system domstate one-42', '-c qemu:///system destroy one-42', `-c qemu:///system create ${join(sysDs, '42', 'deployment.10')}`,
+    ]);
+    expect(await readFile(join(tmp, 'virsh.state'), 'utf8')).toBe('running\n');
+    expect((await readAt(disk(0), 4 * MiB, 4096)).toString('latin1', 0, 2)).toBe('CC');
+    expect(await attachedClients('one-sys-42-0')).toEqual([1]);
+    await rm(join(sysDs, '42', 'deployment.9'));
+    await rm(join(sysDs, '42', 'deployment.10'));
+    await rm(join(tmp, 'virsh.state'));
     await ok('vmm', 'snapshot_delete', ['one-42', 'ONESNAP3', '42', 'localhost'], VM_42());
     expect((await snapshotNames()).filter((s) => s.includes('ONESNAP'))).toEqual([]);
   }, 180_000);
