@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorpoolError } from '@storpool/errors';
@@ -39,6 +39,39 @@ async function fetchSource(path: string): Promise<{ file: string; cleanup: () =>
   }
   if (!existsSync(path)) throw new StorpoolError('CONFIG_ERR_INVALID', `image file ${path} does not exist`);
   return { file: path, cleanup: async () => {} };
+}
+
+/** Compressed image files that OpenNebula's downloader.sh unpacks: magic bytes -> tool. */
+const COMPRESSORS: { magic: Buffer; tool: string }[] = [
+  { magic: Buffer.from([0x1f, 0x8b]), tool: 'gzip' },
+  { magic: Buffer.from('BZh'), tool: 'bzip2' },
+  { magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), tool: 'xz' },
+];
+
+/**
+ * The image itself: a gzip/bzip2/xz file is unpacked to a temporary file first, as OpenNebula's
+ * downloader does unless the datastore says NO_DECOMPRESS=yes.
+ */
+async function decompressed(file: string, ds: XmlNode | undefined): Promise<{ file: string; cleanup: () => Promise<void> }> {
+  if (/^yes$/i.test(text(ds, 'TEMPLATE/NO_DECOMPRESS'))) return { file, cleanup: async () => {} };
+  const head = Buffer.alloc(6);
+  const fh = await open(file, 'r');
+  try {
+    await fh.read(head, 0, head.length, 0);
+  } finally {
+    await fh.close();
+  }
+  const c = COMPRESSORS.find((x) => head.subarray(0, x.magic.length).equals(x.magic));
+  if (c === undefined) return { file, cleanup: async () => {} };
+  const dir = await mkdtemp(join(tmpdir(), 'storpool-one-unpack-'));
+  const out = join(dir, 'image');
+  try {
+    await runLocal('sh', ['-c', `${c.tool} -dc -- "$0" > "$1"`, file, out]);
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return { file: out, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
 
 async function imageInfo(file: string): Promise<{ size: number; format: string }> {
@@ -76,7 +109,7 @@ function snapshotId(r: DsRequest): number {
 const imageTags = (r: DsRequest): Record<string, string> => ({ virt: 'one', type: 'image', nimg: text(r.image, 'ID') });
 
 export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<string>> = {
-  /** Registers an image: a new volume with the file's data. Prints "<source> raw". */
+  /** Registers an image: a new volume with the file's data (gzip/bzip2/xz unpacked). Prints "<source> raw". */
   async cp(e, r) {
     const { imageId, dsId } = dsIds(r);
     const path = text(r.image, 'PATH');
@@ -85,17 +118,21 @@ export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<s
     const template = names.template(e, dsId);
     await ensureTemplate(e, template, r.datastore);
     const src = await fetchSource(path);
+    let unpacked: { file: string; cleanup: () => Promise<void> } | undefined;
     try {
-      const info = await imageInfo(src.file);
+      unpacked = await decompressed(src.file, r.datastore);
+      const file = unpacked.file;
+      const info = await imageInfo(file);
       if (await volumeExists(e, name)) throw new StorpoolError('CONFIG_ERR_INVALID', `volume ${name} already exists`);
       await e.api.volumeCreate({ name, size: mb(info.size) * MiB, template, tags: imageTags(r) });
       try {
-        await writeImage(e, name, src.file, info.format);
+        await writeImage(e, name, file, info.format);
       } catch (err) {
         await deleteVolume(e, name).catch(() => {});
         throw err;
       }
     } finally {
+      await unpacked?.cleanup();
       await src.cleanup();
     }
     return `${name} raw`;
@@ -156,7 +193,12 @@ export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<s
       return String(mb(len));
     }
     if (!existsSync(path)) throw new StorpoolError('CONFIG_ERR_INVALID', `image file ${path} does not exist`);
-    return String(mb((await imageInfo(path)).size));
+    const unpacked = await decompressed(path, r.datastore);
+    try {
+      return String(mb((await imageInfo(unpacked.file)).size));
+    } finally {
+      await unpacked.cleanup();
+    }
   },
 
   /** A copy of image CLONING_ID (copy-on-write, baseOn) as this image; prints "<new source> raw". */

@@ -223,6 +223,20 @@ describe('OpenNebula datastore driver (DS_MAD)', () => {
     expect(cmp.code, cmp.stdout + cmp.stderr).toBe(0);
   }, 120_000);
 
+  it('a compressed file is unpacked (as downloader.sh does) unless the datastore says NO_DECOMPRESS', async () => {
+    const gz = join(tmp, 'image.qcow2.gz');
+    const z = await sh('sh', ['-c', `gzip -c '${join(tmp, 'image.qcow2')}' > '${gz}'`]);
+    expect(z.code, z.stderr).toBe(0);
+    expect((await ok('datastore', 'stat', ['16'], dsData(image({ id: 16, path: gz })))).trim()).toBe('8');
+    const noDecompress = DATASTORE_100.replace('<TEMPLATE>', '<TEMPLATE><NO_DECOMPRESS><![CDATA[YES]]></NO_DECOMPRESS>');
+    expect((await ok('datastore', 'stat', ['16'], dsData(image({ id: 16, path: gz }), noDecompress))).trim()).toBe('1');
+    expect(await ok('datastore', 'cp', ['16'], dsData(image({ id: 16, path: gz })))).toBe('one-img-16 raw\n');
+    expect((await api.volumeDescribe('one-img-16')).size).toBe(8 * MiB);
+    const cmp = await withDevice('one-img-16', (dev) => sh('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(tmp, 'image.raw'), dev]));
+    expect(cmp.code, cmp.stdout + cmp.stderr).toBe(0);
+    await ok('datastore', 'rm', ['16'], dsData(image({ id: 16, source: 'one-img-16' })));
+  }, 120_000);
+
   it('an http source: stat from Content-Length, cp downloads it', async () => {
     const data = rawImage();
     const server = createServer((req, res) => {
