@@ -15,7 +15,9 @@
  *   unacknowledged write of the old primary that the new one lacks (or the reverse). The leader has
  *   the new primary compare its copy with each of them and copy over what differs (SHARD_SYNC to an
  *   in-sync target, objects replaced whole), so all copies agree again — like Ceph's peering, but
- *   after the failover instead of before it: I/O never waits for it.
+ *   after the failover instead of before it: I/O never waits for it. Which terms are peered is kept
+ *   in the metadata store (the group record's `peered`), so a leader that takes over finishes what
+ *   its predecessor left.
  * - Release: once no shard of a group is joining any more, a disk that still has copies of shards
  *   it neither holds nor joins (they moved away: rebalancing, soft-eject, a rebuild while it was
  *   gone) is asked to forget them (SHARD_RELEASE; the disk checks the map itself), so moving data
@@ -96,7 +98,19 @@ interface SyncJob {
   target: number;
   group: number;
   shards: number[];
+  /** Peering: the group's terms when planned. */
+  terms?: readonly number[];
 }
+
+/** A shard with a new primary whose other in-sync copies (`targets`) are to be made equal to it. */
+interface PeeringNeed {
+  group: number;
+  shard: number;
+  term: number;
+  targets: readonly number[];
+}
+
+const peeredKey = (group: number, shard: number, target: number, term: number): string => `${group}/${shard}/${target}/${term}`;
 
 export class Recovery {
   readonly counters: RecoveryCounters = { probes: 0, probeFailures: 0, disksMarkedDown: 0, disksMarkedUp: 0, disksMarkedGone: 0, syncs: 0, syncFailures: 0, shardsPromoted: 0, bytesCopied: 0, shardsPeered: 0, objectsPeered: 0, releases: 0, releaseFailures: 0, objectsReleased: 0, bytesReleased: 0 };
@@ -112,10 +126,8 @@ export class Recovery {
    * last release in that group: the only ones it may have surplus copies of. Absent: unknown (all).
    */
   readonly #held = new Map<string, Set<number>>();
-  /** Terms of every shard as of the last catch-up round (`${group}` -> terms), to see new primaries. */
-  readonly #terms = new Map<number, number[]>();
-  /** Copies to make agree with a new primary: `${group}/${shard}/${target}` -> the primary's term. */
-  readonly #peering = new Map<string, { group: number; shard: number; target: number; term: number }>();
+  /** In-sync copies already made equal to their primary, `${group}/${shard}/${target}/${term}`, until the shard's term is recorded as peered. */
+  readonly #peeredCopies = new Set<string>();
   /** Consecutive failed probes per disk. */
   readonly #misses = new Map<number, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -161,8 +173,7 @@ export class Recovery {
     if (!this.#o.isLeader()) {
       this.#lastSeen.clear();
       this.#held.clear();
-      this.#terms.clear();
-      this.#peering.clear();
+      this.#peeredCopies.clear();
       this.#leadingSince = undefined;
       return;
     }
@@ -254,20 +265,7 @@ export class Recovery {
       });
     }
     for (const id of this.#tasks.keys()) if (!perTarget.has(id)) this.#tasks.delete(id);
-    this.#planPeering(map);
-    const peers = new Map<string, SyncJob>();
-    for (const [key, p] of this.#peering) {
-      const inSync = map.groups.find((g) => g.id === p.group)?.shards[p.shard];
-      const term = map.groups.find((g) => g.id === p.group)?.terms?.[p.shard];
-      if (inSync === undefined || term !== p.term || !inSync.includes(p.target) || inSync[0] === p.target) {
-        this.#peering.delete(key);
-        continue;
-      }
-      const jobKey = `${inSync[0]}/${p.target}/${p.group}`;
-      const job = peers.get(jobKey) ?? { primary: inSync[0]!, target: p.target, group: p.group, shards: [] };
-      job.shards.push(p.shard);
-      peers.set(jobKey, job);
-    }
+    const { jobs: peers, needs } = await this.#planPeering(state, map);
     const dataIds = new Map<number, [number, number][]>();
     for (const o of state.objects.values()) {
       const list = dataIds.get(o.group) ?? [];
@@ -278,8 +276,8 @@ export class Recovery {
     const peering = Promise.all([...peers.values()].map(async (job) => {
       if (this.#stopped || !this.#o.isLeader()) return;
       const ok = await this.#sync(client, job, job.shards, dataIds.get(job.group) ?? [], true);
-      if (ok) for (const shard of job.shards) this.#peering.delete(`${job.group}/${shard}/${job.target}`);
-    }));
+      if (ok) for (const shard of job.shards) this.#peeredCopies.add(peeredKey(job.group, shard, job.target, job.terms![shard]!));
+    })).then(() => this.#recordPeered(needs));
     if (jobs.size === 0) {
       await Promise.all([peering, this.#releaseSurplus(client, state, map, dataIds)]);
       return;
@@ -305,19 +303,59 @@ export class Recovery {
     })]);
   }
 
-  /** New primaries since the last round: their other in-sync copies are to be compared with them. */
-  #planPeering(map: ShardMap): void {
+  /**
+   * Shards whose term is not yet recorded as peered (`needs`), and one job per primary, target and
+   * group for their in-sync copies not yet made equal at that term. A group record without
+   * `peered` (written before this was kept) takes the current terms as peered.
+   */
+  async #planPeering(state: State, map: ShardMap): Promise<{ jobs: Map<string, SyncJob>; needs: PeeringNeed[] }> {
+    const jobs = new Map<string, SyncJob>();
+    const needs: PeeringNeed[] = [];
+    const unknown = new Map<number, number[]>();
     for (const g of map.groups) {
       const terms = g.shards.map((_, i) => g.terms?.[i] ?? 0);
-      const before = this.#terms.get(g.id);
-      this.#terms.set(g.id, terms);
-      // A leader that just took over trusts the one before it to have done this.
-      if (before === undefined) continue;
+      const peered = state.groups.get(g.id)?.peered;
+      if (peered === undefined || peered.length !== terms.length) {
+        unknown.set(g.id, terms);
+        continue;
+      }
       g.shards.forEach((inSync, shard) => {
-        if (terms[shard] === before[shard]) return;
-        for (const target of inSync.slice(1)) this.#peering.set(`${g.id}/${shard}/${target}`, { group: g.id, shard, target, term: terms[shard]! });
+        const term = terms[shard]!;
+        if (peered[shard] === term) return;
+        const targets = inSync.slice(1);
+        needs.push({ group: g.id, shard, term, targets });
+        for (const target of targets) {
+          if (this.#peeredCopies.has(peeredKey(g.id, shard, target, term))) continue;
+          const key = `${inSync[0]}/${target}/${g.id}`;
+          const job = jobs.get(key) ?? { primary: inSync[0]!, target, group: g.id, shards: [], terms };
+          job.shards.push(shard);
+          jobs.set(key, job);
+        }
       });
     }
+    if (unknown.size > 0) {
+      await this.#o.model.mutate((st) => {
+        for (const [id, terms] of unknown) {
+          const record = st.groups.get(id);
+          if (record !== undefined && record.peered?.length !== terms.length) record.peered = terms;
+        }
+      });
+    }
+    return { jobs, needs };
+  }
+
+  /** Records each shard whose in-sync copies were all made equal to its primary as peered at its term (if it still has that term). */
+  async #recordPeered(needs: readonly PeeringNeed[]): Promise<void> {
+    const done = needs.filter((n) => n.targets.every((t) => this.#peeredCopies.has(peeredKey(n.group, n.shard, t, n.term))));
+    if (done.length === 0 || this.#stopped || !this.#o.isLeader()) return;
+    await this.#o.model.mutate((st) => {
+      for (const { group, shard, term } of done) {
+        const record = st.groups.get(group);
+        const now = st.shardMap?.groups.find((g) => g.id === group)?.terms?.[shard] ?? 0;
+        if (record?.peered !== undefined && now === term) record.peered[shard] = term;
+      }
+    });
+    for (const n of done) for (const t of n.targets) this.#peeredCopies.delete(peeredKey(n.group, n.shard, t, n.term));
   }
 
   #disk(id: number): PerDiskCounters {

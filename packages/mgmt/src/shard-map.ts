@@ -104,7 +104,12 @@ export function reconcileShardMap(state: State, shardCount: number): boolean {
     const minReplicas = minReplicasOf(state, record.replication);
     if (old === undefined) {
       // A new group holds no data yet: its target placement is in sync from the start.
-      if (target !== undefined) groups.push({ ...target, joining: target.shards.map(() => []), terms: target.shards.map(() => epoch + 1), minReplicas });
+      if (target !== undefined) {
+        const terms = target.shards.map(() => epoch + 1);
+        groups.push({ ...target, joining: target.shards.map(() => []), terms, minReplicas });
+        // Nothing to compare in a group without data.
+        record.peered = [...terms];
+      }
       continue;
     }
     const wanted = target?.shards ?? old.shards.map((inSync, i) => [...inSync, ...(old.joining?.[i] ?? [])]);

@@ -162,6 +162,11 @@ export interface ShardGroupRecord {
   shardCount: number;
   /** False while the placement groups cannot hold `replication` copies in distinct servers. */
   placeable: boolean;
+  /**
+   * Per shard, the term (see ShardGroup.terms) whose other in-sync copies were made equal to its
+   * primary (peering): a shard whose term differs has a new primary still to be compared with.
+   */
+  peered?: number[];
 }
 
 export interface TaskRecord {

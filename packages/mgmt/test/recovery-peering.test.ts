@@ -15,6 +15,7 @@ import { ConnectionPool, ShardMapView } from '@storpool/net';
 import { Op, PeerRole, RequestFlag, chunkCrcs, encodeCrcs, type OpCode } from '@storpool/protocol';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Recovery } from '../src/recovery.js';
 import { Api } from './helpers.js';
 import { startServer, until, volumeSpec } from './recovery-helpers.js';
 
@@ -157,5 +158,66 @@ describe('peering after a failover', () => {
     const back = await client.readReplica(primary, s.group, s.volumeId, 0, 0, 8192, placementId);
     expect(back.data.equals(winner)).toBe(true);
     expect(back.version).toBe(copies[0]!.version);
+  }, 300_000);
+
+  it('a leader that takes over peers a failover its predecessor left undone (which terms are peered is in the metadata store)', async () => {
+    await until('all disks up', async () => ([...(await cluster.service.model.read()).disks.values()].every((d) => d.down !== true) ? true : undefined));
+    await api.post('VolumeCreate', { name: 'takeover', size: OBJECT, template: 'default' });
+    const s = await volumeSpec(cluster, 'takeover');
+    const placementId = s.placementId!;
+    await client.volume(s).write(0, fill(1));
+    await client.refreshMap();
+    const { replicas, shard } = client.router.locate(s.group, placementId, 0);
+    const [primary, a] = replicas as [number, number, number];
+    const v1 = (await client.readReplica(primary, s.group, s.volumeId, 0, 0, 8192, placementId)).version;
+    const view = await ShardMapView.open(new FileShardMapSource(cluster.mapFile));
+    const peers = new ConnectionPool({ view, clusterId: cluster.service.cluster.clusterId, role: PeerRole.PEER, senderId: primary, log: pino({ level: 'silent' }) });
+    try {
+      const data = fill(3);
+      await (await peers.get(a)).request({ op: Op.REPLICA_WRITE, flags: 0, epoch: view.router.epoch, group: s.group, parentCount: 0, volumeId: s.volumeId, objectIndex: 0, offset: 0, length: data.length, version: v1 + 1, placementId, shard }, [data, encodeCrcs(chunkCrcs(data))], 5_000);
+    } finally {
+      peers.close();
+    }
+
+    // The old leader marks the primary down (a new term) and stops before it peers: as if it died.
+    await cluster.service.recovery.stop();
+    const dead = cluster.servers.find((x) => x.diskId === primary)!;
+    const exited = dead.exited;
+    dead.process.kill('SIGKILL');
+    await exited;
+    await cluster.service.model.mutate((st) => {
+      const d = st.disks.get(primary)!;
+      d.down = true;
+      d.downSince = Date.now();
+    });
+    const state = await cluster.service.model.read();
+    const g = state.shardMap!.groups.find((x) => x.id === s.group)!;
+    const term = g.terms![shard]!;
+    expect(g.shards[shard]).not.toContain(primary);
+    expect(state.groups.get(s.group)!.peered![shard]).not.toBe(term);
+    // The map file is published after the mutation: wait for the client to see the new primary.
+    const now = await until('the new map published', async () => {
+      await client.refreshMap();
+      const r = client.router.locate(s.group, placementId, 0).replicas;
+      return r.includes(primary) ? undefined : r;
+    });
+    const before = await Promise.all(now.map((d) => client.readReplica(d, s.group, s.volumeId, 0, 0, 8192, placementId)));
+    expect(before[0]!.data.equals(before[1]!.data), 'copies differ before the new leader runs').toBe(false);
+
+    // A new leader (another Recovery over the same metadata) compares them.
+    const leader = new Recovery({ model: cluster.service.model, client: async () => client, isLeader: () => true, log: pino({ level: 'silent' }), probeIntervalMs: 500, downAfterMs: 3_000, reReplicateAfterMs: 3_600_000, syncBytesPerSec: 0 });
+    leader.start();
+    try {
+      await until('the shard recorded as peered at its new term', async () => ((await cluster.service.model.read()).groups.get(s.group)!.peered![shard] === term ? true : undefined));
+      expect(leader.counters.shardsPeered).toBeGreaterThan(0);
+      const after = await Promise.all(now.map((d) => client.readReplica(d, s.group, s.volumeId, 0, 0, 8192, placementId)));
+      const winner = now[0] === a ? fill(3) : fill(1);
+      for (const c of after) {
+        expect(c.data.equals(winner)).toBe(true);
+        expect(c.version).toBe(after[0]!.version);
+      }
+    } finally {
+      await leader.stop();
+    }
   }, 300_000);
 });
