@@ -38,6 +38,7 @@ async function dropDisk(e: DriverEnv, host: string, path: string, volume: string
   if (await volumeExists(e, volume)) {
     await detach(e, volume, clientIdOf(e, host));
     if (volume.startsWith(`${e.prefix}-sys-`)) await deleteVolume(e, volume);
+    else await e.api.volumeUpdate(volume, { tags: { nvm: '', ndisk: '' } });
   }
   await unlink(e, host, path);
 }
@@ -90,10 +91,12 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     need(args, 3, 'ln fe:SOURCE host:remote_system_ds/disk.i vmid dsid');
     const image = sourceVolume(args[0]!);
     const { host, path } = splitHostPath(args[1]!);
-    diskIds(path);
+    const { vmId, diskId } = diskIds(path);
     await requireVolume(e, image, 'image');
     await attach(e, image, clientIdOf(e, host));
     await linkDisk(e, host, path, image);
+    // Which VM disk it is now, for the system datastore monitor (cleared by mvds).
+    await e.api.volumeUpdate(image, { tags: { nvm: String(vmId), ndisk: String(diskId) } });
     return '';
   },
 
@@ -105,6 +108,7 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     await requireVolume(e, image, 'image');
     await detach(e, image, clientIdOf(e, host));
     await unlink(e, host, path);
+    await e.api.volumeUpdate(image, { tags: { nvm: '', ndisk: '' } });
     return '';
   },
 
@@ -317,9 +321,10 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
 
   /**
    * monitor dsid (document on stdin; older releases: monitor <document> dsid) — system datastore:
-   * usage, then per VM the sizes of its disks
-   * (`VM = [ ID = n, MONITOR = "<base64 DISK_SIZE=[ID=d,SIZE=mb] ...>" ]`), unless oned says this
-   * round is not a VM-disk round (<MONITOR_VM_DISKS>0</MONITOR_VM_DISKS>).
+   * usage, then per VM the sizes of its disks and their snapshots
+   * (`VM = [ ID = n, MONITOR = "<base64 of DISK_SIZE=[ID=d,SIZE=mb] ... SNAPSHOT_SIZE=[ID=s,DISK_ID=d,SIZE=mb] ...>" ]`:
+   * clones and volatile disks by their names, persistent disks by the nvm/ndisk tags ln set),
+   * unless oned says this round is not a VM-disk round (<MONITOR_VM_DISKS>0</MONITOR_VM_DISKS>).
    */
   async monitor(e, args, stdin) {
     const numeric = args.length > 0 && /^\d+$/.test(args[0]!);
@@ -331,12 +336,23 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     const lines = [await datastoreUsage(e, dsId, dsNode)];
     if (text(doc, 'MONITOR_VM_DISKS') === '0') return lines.join('\n');
     const re = new RegExp(`^${e.prefix}-sys-(\\d+)-(\\d+)$`);
+    const snapsOf = new Map<string, { id: number; size: number }[]>();
+    for (const sn of await e.api.snapshotsList()) {
+      const m = /^(.*)-snap(\d+)$/.exec(sn.name);
+      if (m !== null) snapsOf.set(m[1]!, [...(snapsOf.get(m[1]!) ?? []), { id: Number(m[2]), size: sn.size }]);
+    }
     const perVm = new Map<number, string[]>();
     for (const v of await e.api.volumesList()) {
+      if (v.tags?.['virt'] !== 'one') continue;
       const m = re.exec(v.name);
-      if (m === null || v.tags?.['virt'] !== 'one') continue;
-      const vm = Number(m[1]);
-      perVm.set(vm, [...(perVm.get(vm) ?? []), `DISK_SIZE=[ID=${m[2]},SIZE=${Math.ceil(v.size / MiB)}]`]);
+      const vmTag = v.tags['nvm'] ?? '';
+      const diskTag = v.tags['ndisk'] ?? '';
+      const [vmId, diskId] = m !== null ? [m[1]!, m[2]!] : /^\d+$/.test(vmTag) && /^\d+$/.test(diskTag) ? [vmTag, diskTag] : [undefined, undefined];
+      if (vmId === undefined) continue;
+      const vm = Number(vmId);
+      const items = [`DISK_SIZE=[ID=${diskId},SIZE=${Math.ceil(v.size / MiB)}]`];
+      for (const sn of (snapsOf.get(v.name) ?? []).sort((a, b) => a.id - b.id)) items.push(`SNAPSHOT_SIZE=[ID=${sn.id},DISK_ID=${diskId},SIZE=${Math.ceil(sn.size / MiB)}]`);
+      perVm.set(vm, [...(perVm.get(vm) ?? []), ...items]);
     }
     for (const [vm, disks] of [...perVm].sort((a, b) => a[0] - b[0])) {
       lines.push(`VM = [ ID = ${vm}, MONITOR = "${Buffer.from(disks.join('\n')).toString('base64')}" ]`);

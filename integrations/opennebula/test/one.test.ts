@@ -379,6 +379,9 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     const disks = Buffer.from(vm![1]!, 'base64').toString('utf8').split('\n');
     expect(disks).toContain('DISK_SIZE=[ID=0,SIZE=16]');
     expect(disks).toContain('DISK_SIZE=[ID=2,SIZE=24]');
+    // The persistent disk (the image's own volume, ln tagged it nvm/ndisk) too.
+    expect(disks).toContain('DISK_SIZE=[ID=1,SIZE=32]');
+    expect((await api.volumeDescribe('one-img-7')).tags).toMatchObject({ nvm: '42', ndisk: '1' });
     // A round where oned does not want VM disk sizes: the usage only.
     const quiet = b64(`<DS_DRIVER_ACTION_DATA>${DATASTORE_0}<DATASTORE_LOCATION>/var/lib/one//datastores</DATASTORE_LOCATION><MONITOR_VM_DISKS>0</MONITOR_VM_DISKS></DS_DRIVER_ACTION_DATA>`);
     expect(await ok('tm', 'monitor', ['0'], quiet)).toMatch(/^USED_MB=\d+\nTOTAL_MB=\d+\nFREE_MB=\d+\n$/);
@@ -406,6 +409,9 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     await ok('tm', 'snap_revert', [`localhost:${disk(1)}`, '0', '42', '100']);
     expect((await readAt(disk(1), at, 4096)).toString('latin1', 0, 4)).toBe('AAAA');
     await ok('tm', 'snap_create', [`localhost:${disk(1)}`, '1', '42', '100']);
+    const mon = await ok('tm', 'monitor', ['0'], dsData('', DATASTORE_0));
+    const vm42 = Buffer.from(/VM = \[ ID = 42, MONITOR = "([A-Za-z0-9+/=]+)" \]/.exec(mon)![1]!, 'base64').toString('utf8').split('\n');
+    expect(vm42).toEqual(expect.arrayContaining(['DISK_SIZE=[ID=1,SIZE=32]', 'SNAPSHOT_SIZE=[ID=0,DISK_ID=1,SIZE=32]', 'SNAPSHOT_SIZE=[ID=1,DISK_ID=1,SIZE=32]']));
     // A running VM's disk (LIVE_DISK_SNAPSHOTS="... kvm-storpool"): snap_create_live, same arguments.
     await ok('tm', 'snap_create_live', [`localhost:${disk(1)}`, '2', '42', '100']);
     expect(await snapshotNames()).toContain('one-img-7-snap2');
@@ -503,6 +509,7 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     await ok('tm', 'mvds', [`localhost:${disk(1)}`, 'frontend:one-img-7', '42', '100']);
     expect(await attachedClients('one-img-7')).toEqual([]);
     await expect(lstat(disk(1))).rejects.toThrow();
+    expect((await api.volumeDescribe('one-img-7')).tags?.['nvm']).toBeUndefined();
     expect(await volumeNames()).toContain('one-img-7');
     await ok('tm', 'delete', [`localhost:${disk(0)}`, '42', '0']);
     expect(await volumeNames()).not.toContain('one-sys-42-0');
