@@ -4,7 +4,8 @@
  */
 import { execFile } from 'node:child_process';
 import { hostname } from 'node:os';
-import { StorpoolApi, StorpoolApiError, loadConfig } from '@storpool/api-client';
+import { readFileSync } from 'node:fs';
+import { StorpoolApi, StorpoolApiError, loadConfig, parseIni } from '@storpool/api-client';
 import { StorpoolError } from '@storpool/errors';
 
 export const MiB = 1024 * 1024;
@@ -78,11 +79,19 @@ export function diskIds(path: string): { vmId: number; diskId: number } {
   return { vmId: Number(m[1]), diskId: Number(m[2]) };
 }
 
-/** The client id (SP_OURID) of an OpenNebula host: its [host] section of storpool.conf. */
+/**
+ * The client id (SP_OURID) of an OpenNebula host: its [host] section of storpool.conf (this host:
+ * the file's global part and its own section). Another host must have its own SP_OURID: the
+ * global one is this host's, not theirs.
+ */
 export function clientIdOf(e: DriverEnv, host: string): number {
   const isLocal = e.localHosts.has(host);
   const cfg = loadConfig({ ...(e.configPath === undefined ? {} : { path: e.configPath }), ...(isLocal ? {} : { section: host, useEnv: false }) });
-  const id = cfg.values['SP_OURID'];
+  let id = cfg.values['SP_OURID'];
+  if (!isLocal) {
+    id = undefined;
+    for (const file of cfg.files) id = parseIni(readFileSync(file, 'utf8'), file).get(host)?.get('SP_OURID') ?? id;
+  }
   if (id === undefined || !/^\d+$/.test(id)) {
     throw new StorpoolError('CONFIG_ERR_INVALID', `no SP_OURID for host ${host}: add a [${host}] section with SP_OURID to storpool.conf`);
   }
@@ -106,6 +115,19 @@ export function onHost(e: DriverEnv, host: string, script: string): Promise<stri
   if (e.localHosts.has(host)) return run('sh', ['-c', script]);
   const [cmd, ...args] = e.ssh;
   return run(cmd!, [...args, host, script]);
+}
+
+/**
+ * The client id of a host, or undefined when it has none (e.g. the front-end, where oned moves a
+ * stopped or undeployed VM's directory, is usually no storpool client).
+ */
+export function clientIdIfAny(e: DriverEnv, host: string): number | undefined {
+  try {
+    return clientIdOf(e, host);
+  } catch (err) {
+    if (err instanceof StorpoolError && /^no SP_OURID for host/.test(err.message)) return undefined;
+    throw err;
+  }
 }
 
 export function runLocal(cmd: string, args: string[]): Promise<string> {

@@ -1,4 +1,5 @@
 /** Steps shared by the actions: attach/detach, device links on hosts, templates, deletes. */
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { ReassignDesc } from '@storpool/api-client';
 import { StorpoolError } from '@storpool/errors';
@@ -78,6 +79,27 @@ export async function linkedDisks(e: DriverEnv, host: string, dir: string): Prom
     if (file !== undefined && target !== undefined && target.startsWith(prefix)) disks.set(`${dir.replace(/\/+$/, '')}/${file}`, target.slice(prefix.length));
   }
   return disks;
+}
+
+/**
+ * Whether `dir` on host A and on host B is one directory (a shared system datastore, e.g. on
+ * NFS): a probe file made on B is looked for on A. Then a link made "on B" is A's too, and must
+ * not be removed "from A".
+ */
+export async function sharedDir(e: DriverEnv, hostA: string, hostB: string, dir: string): Promise<boolean> {
+  if (hostA === hostB) return true;
+  const probe = `${dir.replace(/\/+$/, '')}/.storpool-probe-${randomBytes(6).toString('hex')}`;
+  await onHost(e, hostB, `mkdir -p ${q(dir)} && : > ${q(probe)}`);
+  try {
+    return (await onHost(e, hostA, `[ -e ${q(probe)} ] && echo shared || true`)).trim() === 'shared';
+  } finally {
+    await onHost(e, hostB, `rm -f ${q(probe)}`);
+  }
+}
+
+/** Context ISOs are attached read-only, everything else read-write. */
+export function modeOf(volume: string): 'rw' | 'ro' {
+  return volume.endsWith('-iso') ? 'ro' : 'rw';
 }
 
 export async function unlink(e: DriverEnv, host: string, path: string): Promise<void> {

@@ -6,10 +6,10 @@
  */
 import { copyFile, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { StorpoolError } from '@storpool/errors';
-import { type DriverEnv, MiB, clientIdOf, devicePath, diskIds, names, onHost, q, runLocal, sourceVolume, splitHostPath } from './env.js';
-import { attach, attachedTo, deleteVolume, detach, linkDisk, linkedDisks, linkedVolume, requireVolume, revertVolume, unlink, volumeExists } from './ops.js';
+import { type DriverEnv, MiB, clientIdIfAny, clientIdOf, devicePath, diskIds, names, onHost, q, runLocal, sourceVolume, splitHostPath } from './env.js';
+import { attach, attachedTo, deleteVolume, detach, linkDisk, linkedDisks, linkedVolume, modeOf, requireVolume, revertVolume, sharedDir, unlink, volumeExists } from './ops.js';
 import { datastoreUsage } from './ds.js';
 import { parseDocument, intField, text } from './xml.js';
 
@@ -36,7 +36,8 @@ async function diskVolume(e: DriverEnv, arg: string): Promise<{ host: string; pa
 /** Drops one disk from a host: detach, unlink; system volumes (clones, volatile, context) are deleted. */
 async function dropDisk(e: DriverEnv, host: string, path: string, volume: string): Promise<void> {
   if (await volumeExists(e, volume)) {
-    await detach(e, volume, clientIdOf(e, host));
+    const id = clientIdIfAny(e, host);
+    if (id !== undefined) await detach(e, volume, id);
     if (volume.startsWith(`${e.prefix}-sys-`)) await deleteVolume(e, volume);
     else await e.api.volumeUpdate(volume, { tags: { nvm: '', ndisk: '' } });
   }
@@ -106,7 +107,8 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     const { host, path } = splitHostPath(args[0]!);
     const image = (await linkedVolume(e, host, path)) ?? sourceVolume(args[1]!);
     await requireVolume(e, image, 'image');
-    await detach(e, image, clientIdOf(e, host));
+    const id = clientIdIfAny(e, host);
+    if (id !== undefined) await detach(e, image, id);
     await unlink(e, host, path);
     await e.api.volumeUpdate(image, { tags: { nvm: '', ndisk: '' } });
     return '';
@@ -128,7 +130,12 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     return '';
   },
 
-  /** mv hostA:dir[/disk.i] hostB:dir[/disk.i] vmid dsid — move a stopped VM's disks between hosts. */
+  /**
+   * mv hostA:dir[/disk.i] hostB:dir[/disk.i] vmid dsid — move a stopped VM's disks between hosts.
+   * A side without a storpool client id (the front-end, for stop/undeploy and resume) is only
+   * detached from / attached to on the other side; on a shared system datastore directory the
+   * links stay where they are.
+   */
   async mv(e, args) {
     need(args, 2, 'mv hostA:system_ds/vmid[/disk.i] hostB:system_ds/vmid[/disk.i] vmid dsid');
     const src = splitHostPath(args[0]!);
@@ -138,14 +145,17 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     const disks = isDisk
       ? new Map([[src.path, await linkedVolume(e, src.host, src.path)]].filter((d): d is [string, string] => d[1] !== undefined))
       : await linkedDisks(e, src.host, src.path);
-    const from = clientIdOf(e, src.host);
-    const to = clientIdOf(e, dst.host);
+    const from = clientIdIfAny(e, src.host);
+    const to = clientIdIfAny(e, dst.host);
+    let shared: boolean | undefined;
     for (const [path, volume] of disks) {
       const target = isDisk ? dst.path : `${dst.path.replace(/\/+$/, '')}/${basename(path)}`;
-      if (from !== to) await attach(e, volume, to);
+      if (to !== undefined && from !== to) await attach(e, volume, to, modeOf(volume));
       await linkDisk(e, dst.host, target, volume);
-      if (from !== to) await detach(e, volume, from);
-      if (src.host !== dst.host || path !== target) await unlink(e, src.host, path);
+      if (from !== undefined && from !== to) await detach(e, volume, from);
+      if (src.host === dst.host && path === target) continue;
+      if (path === target) shared ??= await sharedDir(e, src.host, dst.host, dirname(path));
+      if (!(path === target && shared === true)) await unlink(e, src.host, path);
     }
     return '';
   },
@@ -287,7 +297,7 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     const disks = await linkedDisks(e, srcHost, dir);
     const to = clientIdOf(e, dstHost);
     for (const [path, volume] of disks) {
-      await attach(e, volume, to);
+      await attach(e, volume, to, modeOf(volume));
       if (srcHost !== dstHost) await linkDisk(e, dstHost, path, volume);
     }
     return '';
@@ -299,9 +309,10 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     const [srcHost, dstHost, dir] = args as [string, string, string];
     const from = clientIdOf(e, srcHost);
     if (from === clientIdOf(e, dstHost)) return '';
+    const shared = await sharedDir(e, srcHost, dstHost, dir);
     for (const [path, volume] of await linkedDisks(e, srcHost, dir)) {
       await detach(e, volume, from, true);
-      if (srcHost !== dstHost) await unlink(e, srcHost, path);
+      if (!shared) await unlink(e, srcHost, path);
     }
     return '';
   },
@@ -312,9 +323,10 @@ export const tmActions: Record<string, (e: DriverEnv, args: string[], stdin: () 
     const [srcHost, dstHost, dir] = args as [string, string, string];
     const to = clientIdOf(e, dstHost);
     if (to === clientIdOf(e, srcHost)) return '';
+    const shared = await sharedDir(e, srcHost, dstHost, dir);
     for (const [path, volume] of await linkedDisks(e, srcHost, dir)) {
       await detach(e, volume, to, true);
-      if (srcHost !== dstHost) await unlink(e, dstHost, path);
+      if (!shared) await unlink(e, dstHost, path);
     }
     return '';
   },

@@ -162,12 +162,15 @@ beforeAll(async () => {
     }
   }
   // Host node2 is client 2 (its own section, as in StorPool's storpool.conf).
-  await appendFile(cluster.confPath, '\n[node2]\nSP_OURID=2\n');
+  await appendFile(cluster.confPath, '\n[node2]\nSP_OURID=2\n[node3]\nSP_OURID=3\n');
   api = new StorpoolApi({ config: { path: cluster.confPath } });
   await api.request('POST', 'ClientRegister', ['2']);
+  await api.request('POST', 'ClientRegister', ['3']);
   // ssh stand-in: node2's system datastore directory is bind-mounted over ours, in its own mount namespace.
   const fakeSsh = join(tmp, 'fake-ssh');
-  await writeFile(fakeSsh, `#!/bin/sh\nhost=$1; shift\n[ "$host" = node2 ] || { echo "unknown host $host" >&2; exit 255; }\nexec unshare -m sh -c 'mount --bind "$0" "$1" && exec sh -c "$2"' '${node2Ds}' '${sysDs}' "$1"\n`);
+  // node3 (client 3) and fe (a front-end with no storpool client id) share this host's system
+  // datastore directory, as on NFS.
+  await writeFile(fakeSsh, `#!/bin/sh\nhost=$1; shift\ncase "$host" in node3|fe) exec sh -c "$1" ;; node2) ;; *) echo "unknown host $host" >&2; exit 255 ;; esac\nexec unshare -m sh -c 'mount --bind "$0" "$1" && exec sh -c "$2"' '${node2Ds}' '${sysDs}' "$1"\n`);
   await chmod(fakeSsh, 0o755);
   await mkdir(join(tmp, 'bin'));
   await writeFile(join(tmp, 'bin', 'virsh'), `#!/bin/sh
@@ -502,6 +505,31 @@ describe('OpenNebula transfer manager (TM_MAD) and VM snapshots', () => {
     for (const v of vols) expect(await attachedClients(v)).toEqual([1]);
     expect((await readdir(dir)).sort()).toEqual(['disk.0', 'disk.1', 'disk.2', 'disk.3']);
     expect(await readdir(join(node2Ds, '42'))).toEqual([]);
+    expect((await readAt(disk(0), 4096 * 2, 4096)).toString('latin1', 0, 24)).toBe('block 2 of the test imag');
+  }, 240_000);
+
+  it('a shared system datastore directory: migration keeps the links; stop to a front-end without a client id detaches, resume attaches', async () => {
+    const vols = ['one-sys-42-0', 'one-img-7', 'one-sys-42-2', 'one-sys-42-3-iso'];
+    const dir = join(sysDs, '42');
+    const links = ['disk.0', 'disk.1', 'disk.2', 'disk.3'];
+    expect((await readdir(dir)).sort()).toEqual(links);
+    await ok('tm', 'premigrate', ['localhost', 'node3', dir, '42', '0'], VM_42());
+    for (const v of vols) expect(await attachedClients(v)).toEqual([1, 3]);
+    expect((await api.attachmentsList()).find((a) => a.volume === 'one-sys-42-3-iso' && a.client === 3)?.rights).toBe('ro');
+    await ok('tm', 'postmigrate', ['localhost', 'node3', dir, '42', '0'], VM_42());
+    for (const v of vols) expect(await attachedClients(v)).toEqual([3]);
+    expect((await readdir(dir)).sort()).toEqual(links); // the same links serve node3; no probe left behind
+    // stop: oned moves each disk (image datastore's TM), then the directory, to the front-end
+    await ok('tm', 'mv', [`node3:${disk(0)}`, `fe:${disk(0)}`, '42', '100']);
+    await ok('tm', 'mv', [`node3:${dir}`, `fe:${dir}`, '42', '0']);
+    for (const v of vols) expect(await attachedClients(v)).toEqual([]);
+    expect((await readdir(dir)).sort()).toEqual(links);
+    // resume on this host
+    await ok('tm', 'mv', [`fe:${disk(0)}`, `localhost:${disk(0)}`, '42', '100']);
+    await ok('tm', 'mv', [`fe:${dir}`, `localhost:${dir}`, '42', '0']);
+    for (const v of vols) expect(await attachedClients(v)).toEqual([1]);
+    expect((await api.attachmentsList()).find((a) => a.volume === 'one-sys-42-3-iso')?.rights).toBe('ro');
+    expect((await readdir(dir)).sort()).toEqual(links);
     expect((await readAt(disk(0), 4096 * 2, 4096)).toString('latin1', 0, 24)).toBe('block 2 of the test imag');
   }, 240_000);
 
