@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorpoolError } from '@storpool/errors';
@@ -106,6 +106,25 @@ function snapshotId(r: DsRequest): number {
   return intField(r.image, 'TARGET_SNAPSHOT');
 }
 
+/**
+ * The datastore's RESTRICTED_DIRS / SAFE_DIRS (blank-separated directories), as OpenNebula's
+ * drivers check them (libfs.sh check_restricted): a local file under a restricted directory may
+ * only be registered when it is also under a safe one; the real path counts, not a symlink's.
+ */
+async function checkRestricted(path: string, ds: XmlNode | undefined): Promise<void> {
+  if (/^https?:\/\//.test(path)) return;
+  const list = (k: string): string[] => text(ds, `TEMPLATE/${k}`).split(/\s+/).filter(Boolean);
+  const restricted = list('RESTRICTED_DIRS');
+  if (restricted.length === 0) return;
+  const real = await realpath(path).catch(() => path);
+  const under = (dir: string): boolean => {
+    const d = dir.replace(/\/+$/, '');
+    return d === '' || real === d || real.startsWith(`${d}/`);
+  };
+  if (list('SAFE_DIRS').some(under)) return;
+  if (restricted.some(under)) throw new StorpoolError('CONFIG_ERR_INVALID', `Not allowed to copy image file ${path} (under RESTRICTED_DIRS of the datastore)`);
+}
+
 const imageTags = (r: DsRequest): Record<string, string> => ({ virt: 'one', type: 'image', nimg: text(r.image, 'ID') });
 
 export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<string>> = {
@@ -116,6 +135,7 @@ export const dsActions: Record<string, (e: DriverEnv, r: DsRequest) => Promise<s
     if (path === '') throw new StorpoolError('CONFIG_ERR_INVALID', 'driver action data: IMAGE/PATH is missing');
     const name = names.image(e, imageId);
     const template = names.template(e, dsId);
+    await checkRestricted(path, r.datastore);
     await ensureTemplate(e, template, r.datastore);
     const src = await fetchSource(path);
     let unpacked: { file: string; cleanup: () => Promise<void> } | undefined;

@@ -278,6 +278,19 @@ describe('OpenNebula datastore driver (DS_MAD)', () => {
     r = await action('datastore', 'cp', ['6'], dsData(image({ id: 6, path: overlay })));
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/has a backing file/);
+    // RESTRICTED_DIRS / SAFE_DIRS of the datastore, as OpenNebula's drivers apply them.
+    const guarded = DATASTORE_100.replace('<TEMPLATE>', `<TEMPLATE><RESTRICTED_DIRS><![CDATA[/]]></RESTRICTED_DIRS><SAFE_DIRS><![CDATA[/var/tmp ${tmp}/safe]]></SAFE_DIRS>`);
+    await mkdir(join(tmp, 'safe'), { recursive: true });
+    await writeFile(join(tmp, 'safe', 'escape.img'), '');
+    await sh('ln', ['-sfn', '/etc/hostname', join(tmp, 'safe', 'escape.img')]);
+    for (const p of [join(tmp, 'image.raw'), join(tmp, 'safe', 'escape.img')]) {
+      r = await action('datastore', 'cp', ['6'], dsData(image({ id: 6, path: p }), guarded));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/Not allowed to copy image file .* \(under RESTRICTED_DIRS of the datastore\)/);
+    }
+    await writeFile(join(tmp, 'safe', 'ok.raw'), rawImage());
+    expect(await ok('datastore', 'cp', ['17'], dsData(image({ id: 17, path: join(tmp, 'safe', 'ok.raw') }), guarded))).toBe('one-img-17 raw\n');
+    await ok('datastore', 'rm', ['17'], dsData(image({ id: 17, source: 'one-img-17' })));
     r = await action('datastore', 'cp', ['6'], b64('<DS_DRIVER_ACTION_DATA><IMAGE><ID>6</ID></DS_DRIVER_ACTION_DATA>'));
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/bad XML/);
