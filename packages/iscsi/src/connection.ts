@@ -111,6 +111,8 @@ export class IscsiConnection {
   #textIn: Buffer[] = [];
   #sessionKey: string | undefined;
   #logoutPending: { itt: number } | undefined;
+  /** The logout answer waits for its reservation release. */
+  #loggingOut = false;
 
   constructor(env: TargetEnv, cb: ConnectionCallbacks) {
     this.#env = env;
@@ -163,14 +165,17 @@ export class IscsiConnection {
     }
   }
 
-  #releaseLegacy(which: (holder: string) => boolean, lunNumber?: number): void {
+  /** Resolves once the release is stored (and fenced: every portal sees it); never rejects. */
+  #releaseLegacy(which: (holder: string) => boolean, lunNumber?: number): Promise<void> {
+    const releases: Promise<void>[] = [];
     for (const l of this.#target?.luns ?? []) {
       if (lunNumber !== undefined && l.lun !== lunNumber) continue;
-      this.#env.reservations.update(l.backend.id, (s) => {
+      releases.push(this.#env.reservations.update(l.backend.id, (s) => {
         if (s.legacy === undefined || !which(s.legacy)) return { state: undefined, result: undefined };
         return { state: { ...s, legacy: undefined }, result: undefined };
-      }).catch((err: unknown) => this.#env.log.warn({ err: (err as Error).message }, 'releasing a RESERVE(6) reservation failed'));
+      }).catch((err: unknown) => this.#env.log.warn({ err: (err as Error).message }, 'releasing a RESERVE(6) reservation failed')));
     }
+    return Promise.all(releases).then(() => undefined);
   }
 
   /** Ends this session from the target side (reinstatement, shutdown). */
@@ -606,13 +611,12 @@ export class IscsiConnection {
       case 5: // LOGICAL UNIT RESET
         if (this.#target?.luns.some((l) => l.lun === lunNumber) !== true) { response = 2; break; }
         abortWhere((t) => t.lunNumber === lunNumber);
-        this.#releaseLegacy(() => true, lunNumber);
-        resets.push(this.#lun(lunNumber)?.reset());
+        resets.push(this.#releaseLegacy(() => true, lunNumber), this.#lun(lunNumber)?.reset());
         break;
       case 6: // TARGET WARM RESET
       case 7: // TARGET COLD RESET
         abortWhere(() => true);
-        this.#releaseLegacy(() => true);
+        resets.push(this.#releaseLegacy(() => true));
         for (const l of this.#target?.luns ?? []) resets.push(this.#lun(l.lun)?.reset());
         break;
       case 8: // TASK REASSIGN: needs ErrorRecoveryLevel 2
@@ -717,10 +721,18 @@ export class IscsiConnection {
   }
 
   #checkLogout(): void {
-    if (this.#logoutPending === undefined || this.#tasks.size > 0 || this.state === 'closed') return;
-    this.#send(logoutResponse({ itt: this.#logoutPending.itt, response: 0, ...this.#sns(true) }));
-    this.#cb.close('logout', false);
-    this.onClosed();
+    const pending = this.#logoutPending;
+    if (pending === undefined || this.#tasks.size > 0 || this.state === 'closed' || this.#loggingOut) return;
+    this.#loggingOut = true;
+    // The nexus's RESERVE(6) reservation ends with it (SPC-2 §5.5.1): released, and seen by every
+    // portal, before the answer, so the initiator's next command anywhere finds the LU free.
+    const released = this.#sessionKey === undefined ? Promise.resolve() : this.#releaseLegacy((holder) => holder === this.nexus);
+    void released.then(() => {
+      if (this.state === 'closed') return;
+      this.#send(logoutResponse({ itt: pending.itt, response: 0, ...this.#sns(true) }));
+      this.#cb.close('logout', false);
+      this.onClosed();
+    });
   }
 }
 

@@ -20,6 +20,13 @@ export const PR_BUCKET = 'iscsi-pr';
 export const CONFIG_POLL_MS = 1_000;
 /** How stale the reservation state used to check ordinary I/O may be (PR commands read it fresh). */
 export const PR_REFRESH_MS = 200;
+/**
+ * How long a change that other nexuses must obey (PR OUT, RESERVE/RELEASE, LU reset) waits after it
+ * is stored before it is answered: longer than any portal may use a copy requested before it
+ * (PR_REFRESH_MS on a monotonic clock), so once the initiator has the answer every portal enforces
+ * the change — a lease, with a margin for timer lateness.
+ */
+export const PR_FENCE_MS = PR_REFRESH_MS + 25;
 
 interface ExportsView {
   iscsi: {
@@ -57,6 +64,7 @@ export interface IscsiService {
  * that old a refresh starts in the background, so commands keep running on the copy instead of all
  * waiting for the API round trip (they used to, every PR_REFRESH_MS); only when no copy young
  * enough is there (idle, or the API slower than PR_REFRESH_MS / 2) does a command wait.
+ * A change other portals must obey is answered only after PR_FENCE_MS (see there).
  */
 export class ApiReservationStore implements ReservationStore {
   readonly #api: StorpoolApi;
@@ -68,9 +76,13 @@ export class ApiReservationStore implements ReservationStore {
   /** The clock (tests drive it by hand). */
   readonly #now: () => number;
 
-  constructor(api: StorpoolApi, o: { now?: () => number } = {}) {
+  readonly #sleep: (ms: number) => Promise<void>;
+
+  constructor(api: StorpoolApi, o: { now?: () => number; sleep?: (ms: number) => Promise<void> } = {}) {
     this.#api = api;
-    this.#now = o.now ?? Date.now;
+    // Monotonic: a wall-clock step must not make an old copy look young (the fence relies on ages).
+    this.#now = o.now ?? (() => performance.now());
+    this.#sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
   async #ensureBucket(): Promise<void> {
@@ -127,12 +139,19 @@ export class ApiReservationStore implements ReservationStore {
       try {
         await this.#api.request('POST', 'KV/Set', [PR_BUCKET], { runIfVersionIs: b.version, set: { [lunId]: JSON.stringify(r.state) } });
         this.#cache.set(lunId, r.state);
+        // A unit attention taken by its own nexus concerns no other: no fence.
+        if (withoutUa(r.state) !== withoutUa(cur === undefined ? emptyPr() : (JSON.parse(cur) as PrState))) await this.#sleep(PR_FENCE_MS);
         return r.result;
       } catch (err) {
         if ((err as { name?: string }).name !== 'runIfVersionIsMismatch' || attempt > 50) throw err;
       }
     }
   }
+}
+
+/** The state as other nexuses see it: everything but the per-nexus unit attentions. */
+function withoutUa(s: PrState): string {
+  return JSON.stringify({ ...s, ua: undefined });
 }
 
 export async function startIscsiService(o: IscsiServiceOptions): Promise<IscsiService> {

@@ -6,7 +6,7 @@
  */
 import type { StorpoolApi } from '@storpool/api-client';
 import { describe, expect, it } from 'vitest';
-import { ApiReservationStore, PR_REFRESH_MS } from '../src/service.js';
+import { ApiReservationStore, PR_FENCE_MS, PR_REFRESH_MS } from '../src/service.js';
 
 /** A KV API whose KV/List calls wait until `answer()`; the bucket is read when the call is made. */
 function fakeApi(): { api: StorpoolApi; lists: () => number; settle: () => Promise<void>; answer: () => Promise<void>; set: (key: string, generation: number) => void } {
@@ -76,5 +76,30 @@ describe('ApiReservationStore copy for I/O checks', () => {
     expect((await first).generation).toBe(0);
     expect((await fresh).generation).toBe(3);
     expect(f.lists()).toBe(2);
+  });
+
+  it("a change other nexuses must obey is answered only after every portal's copy has expired; taking a unit attention is not", async () => {
+    let version = 1;
+    const pairs: Record<string, string> = {};
+    const api = {
+      async request(_method: string, call: string, _params: unknown, body?: { set: Record<string, string> }): Promise<{ data: unknown }> {
+        if (call === 'KV/List') return { data: { version, pairs: { ...pairs } } };
+        if (call === 'KV/Set') {
+          Object.assign(pairs, body!.set);
+          version++;
+        }
+        return { data: {} };
+      },
+    } as unknown as StorpoolApi;
+    const sleeps: number[] = [];
+    const store = new ApiReservationStore(api, { sleep: async (ms) => { sleeps.push(ms); } });
+    await store.update('lun', (s) => ({ state: { ...s, generation: 1, registrations: [{ nexus: 'a', key: '01' }], ua: { b: [0x2a] } }, result: undefined }));
+    expect(sleeps).toEqual([PR_FENCE_MS]);
+    expect(PR_FENCE_MS).toBeGreaterThan(PR_REFRESH_MS);
+    await store.update('lun', (s) => ({ state: { ...s, ua: {} }, result: undefined }));
+    expect(sleeps).toEqual([PR_FENCE_MS]);
+    await store.update('lun', () => ({ state: undefined, result: undefined }));
+    expect(sleeps).toEqual([PR_FENCE_MS]);
+    expect(JSON.parse(pairs['lun']!).registrations).toEqual([{ nexus: 'a', key: '01' }]);
   });
 });
