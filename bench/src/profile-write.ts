@@ -2,7 +2,8 @@
  * Ad-hoc profile of 4 KiB random writes (REP=1|3, QD, THICK=1, SECONDS_RUN, READ=1 for reads,
  * SEQ=1 for 1 MiB sequential writes, FILL=1 to write the whole 1 GiB volume first):
  * IOPS, commits, and CPU per op per process, split into user/system and main thread/other threads
- * (libuv threadpool, LMDB, GC). CPU per op is the metric to compare on a busy machine.
+ * (libuv threadpool, LMDB, GC). CPU per op is the metric to compare on a busy machine. WARMUP=s
+ * (default 3) of the same load first, unmeasured.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { LocalCluster, SeededRandom } from '@storpool/testkit';
@@ -54,16 +55,34 @@ try {
     for (let off = 0; off < 64 * 1024 * 1024; off += big.length) await vol.write(off, big);
   }
   const pids = [...cluster.servers.values()].map((s) => s.proc!.pid!);
-  const before = pids.map(cpu);
-  const threadsBefore = pids.map(threads);
-  const c0 = process.cpuUsage();
   const seconds = Number(process.env.SECONDS_RUN ?? 5);
-  const end = performance.now() + seconds * 1000;
+  // The same load unmeasured first (WARMUP seconds, default 3): until V8 has optimized the hot
+  // paths, compiling them costs more CPU than running them, and a short run measures mostly that.
+  const warmup = Number(process.env.WARMUP ?? 3);
+  let end = performance.now() + warmup * 1000;
+  let measuring = false;
+  let before = pids.map(cpu);
+  let threadsBefore = pids.map(threads);
+  let c0 = process.cpuUsage();
   let ops = 0;
   const lat: number[] = [];
+  const startMeasuring = (): void => {
+    measuring = true;
+    ops = 0;
+    lat.length = 0;
+    before = pids.map(cpu);
+    threadsBefore = pids.map(threads);
+    c0 = process.cpuUsage();
+    end = performance.now() + seconds * 1000;
+  };
+  if (warmup <= 0) startMeasuring();
   await Promise.all(Array.from({ length: qd }, async (_, w) => {
     const rnd = new SeededRandom(w + 1);
-    while (performance.now() < end) {
+    for (;;) {
+      if (performance.now() >= end) {
+        if (measuring) break;
+        startMeasuring();
+      }
       const t = performance.now();
       if (reading) await vol.read(rnd.int(0, 16383) * BLOCK_BYTES, BLOCK_BYTES);
       else if (sequential) {
