@@ -19,6 +19,7 @@ import { FileShardMapSource } from '@storpool/client';
 import { pino } from 'pino';
 import type { AttachMethod } from './devices.js';
 import { startBlockService } from './service.js';
+import { stopOnSignals } from '@storpool/daemon';
 
 async function main(): Promise<void> {
   const env = process.env;
@@ -53,18 +54,7 @@ async function main(): Promise<void> {
     ...(runtimeDir !== undefined ? { runtimeDir } : {}), ...(devRoot !== undefined ? { devRoot } : {}),
   });
   log.info({ clientId, nbd: service.nbdAddress, method: service.method, mapFile }, 'storpool-block running');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    service.close().then(() => process.exit(0), (err: unknown) => {
-      log.error({ err }, 'error while stopping');
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  stopOnSignals({ log, close: () => service.close() });
 }
 
 main().catch((err: unknown) => {

@@ -17,6 +17,7 @@ import { StorpoolApi, endpointFromConfig, loadConfig } from '@storpool/api-clien
 import { FileShardMapSource } from '@storpool/client';
 import { pino } from 'pino';
 import { startIscsiService } from './service.js';
+import { stopOnSignals } from '@storpool/daemon';
 
 async function main(): Promise<void> {
   const env = process.env;
@@ -59,18 +60,7 @@ async function main(): Promise<void> {
     }
   }
   log.info({ controllerId, portals: service.addresses, mapFile }, 'storpool-iscsi running');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    service.close().then(() => process.exit(0), (err: unknown) => {
-      log.error({ err }, 'error while stopping');
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  stopOnSignals({ log, close: () => service.close() });
 }
 
 main().catch((err: unknown) => {

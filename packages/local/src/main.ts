@@ -14,6 +14,7 @@
 import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { DEFAULT_PORT, startLocalCluster } from './index.js';
+import { stopOnSignals } from '@storpool/daemon';
 
 async function main(): Promise<void> {
   const env = process.env;
@@ -46,21 +47,10 @@ async function main(): Promise<void> {
     'Ctrl-C stops everything.',
     '',
   ].join('\n'));
+  const life = stopOnSignals({ log, close: () => cluster.stop(), message: 'stopping the local cluster' });
   for (const s of cluster.servers) {
-    void s.exited.then(() => { if (!stopping) log.error({ diskId: s.diskId }, 'storage server exited unexpectedly; see logs/'); });
+    void s.exited.then(() => { if (!life.stopping) log.error({ diskId: s.diskId }, 'storage server exited unexpectedly; see logs/'); });
   }
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping the local cluster');
-    cluster.stop().then(() => process.exit(0), (err: unknown) => {
-      log.error({ err }, 'error while stopping');
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
 main().catch((err: unknown) => {

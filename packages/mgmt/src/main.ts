@@ -12,6 +12,7 @@ import { ERRORS, StorpoolError, toStorpoolError } from '@storpool/errors';
 import type { MetaConfig } from '@storpool/meta';
 import { pino } from 'pino';
 import { startManagementService } from './service.js';
+import { stopOnSignals } from '@storpool/daemon';
 
 const USAGE = `usage: storpool-mgmt (--meta-dir DIR | --etcd URL[,URL...] [--etcd-prefix PREFIX] [--etcd-timeout SECONDS])
                      [--listen HOST:PORT] [--token TOKEN] [--map-file PATH] [--log-level LEVEL]
@@ -77,18 +78,7 @@ async function main(argv: string[]): Promise<void> {
     ...(minReplicas !== undefined ? { minReplicas } : {}),
     ...(syncMbps !== undefined ? { syncBytesPerSec: syncMbps * 1_000_000 } : {}),
   });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    service.close().then(() => process.exit(0), (err: unknown) => {
-      log.error({ err }, 'error while stopping');
-      process.exit(1);
-    });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals({ log, close: () => service.close() });
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import { startStorageServer } from './storage-server.js';
 import { parseSize } from './size.js';
 import { formatDisk } from './store/index.js';
+import { stopOnSignals } from '@storpool/daemon';
 
 const USAGE = `usage:
   storpool-server disk init PATH --size SIZE --cluster-id UUID --disk-id N [--force] [--index-dir DIR]
@@ -70,21 +71,7 @@ async function serve(args: string[]): Promise<void> {
   const log = pino({ name: 'storpool-server', level: values['log-level'] });
   const view = await ShardMapView.open(new FileShardMapSource(mapPath));
   const server = await startStorageServer({ diskPath, view, log, ...scrub, ...(listen ? { listen } : {}), ...(values['index-dir'] !== undefined ? { indexDir: values['index-dir'] } : {}) });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    server.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'error while stopping');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals({ log, close: () => server.close() });
 }
 
 async function main(argv: string[]): Promise<void> {
