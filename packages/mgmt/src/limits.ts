@@ -37,6 +37,8 @@ export const MUTATION_ATTEMPTS_MAX = 32;
 export const LINEAGE_DEPTH_MAX = 4096;
 /** Deadline of one live statistics request to a disk (DisksList, ServersList). */
 export const DISK_STATS_TIMEOUT_MS = 1_500;
+/** How long a scan of the disks' object lists (storedSize, spaceUsed) is reused. */
+export const STORED_SCAN_CACHE_MS = 5_000;
 /** Shards per shard group the service creates. */
 export const SHARDS_PER_GROUP = 256;
 /** Period of the leader's background pass (purges, scheduled snapshot deletion). */

@@ -88,9 +88,6 @@ const volumeArg = (c: Ctx): string => checkVolumeRef(arg(c));
 const snapshotArg = (c: Ctx): string => checkSnapshotRef(arg(c));
 const diskArg = (c: Ctx): number => checkDiskId(parseIntId(arg(c), 'diskId'));
 
-/** Data stored per dataId; a scan of the disks is not done yet, so this is empty (see docs/api.md). */
-const storedSizes = (): Map<number, number> => new Map();
-
 function volumesOf(state: State): State['objects'] extends Map<string, infer O> ? O[] : never {
   return [...state.objects.values()].filter((o) => o.kind === 'volume').sort((a, b) => a.visibleVolumeId - b.visibleVolumeId);
 }
@@ -195,10 +192,13 @@ const routes: Record<string, Route | Route[]> = {
   VolumesGetStatus: R('GET', 0, (c) => read(c, async (st) => {
     const live = await c.live.diskStats([...st.disks.keys()]);
     const down = new Set([...st.disks.keys()].filter((id) => !live.has(id)));
-    const stored = storedSizes();
+    const stored = await c.live.storedBytes(st);
     return Object.fromEntries([...volumesOf(st), ...snapshotsOf(st)].map((o) => [views.objectSummary(st, o)['name'] as string, views.objectStatus(st, o, stored, down)]));
   })),
-  VolumesSpace: R('GET', 0, (c) => read(c, (st) => volumesOf(st).map((o) => views.space(st, o, storedSizes())))),
+  VolumesSpace: R('GET', 0, (c) => read(c, async (st) => {
+    const stored = await c.live.storedBytes(st);
+    return volumesOf(st).map((o) => views.space(st, o, stored));
+  })),
   VolumesAndSnapshotsList: R('GET', 0, (c) => read(c, (st) => ({
     volumes: volumesOf(st).map((o) => views.volumeSummary(st, o)),
     snapshots: snapshotsOf(st).map((o) => views.snapshotSummary(st, o)),
@@ -221,7 +221,10 @@ const routes: Record<string, Route | Route[]> = {
   Snapshot: R('GET', 1, (c) => read(c, (st) => [views.snapshotSummary(st, findSnapshot(st, snapshotArg(c), true))])),
   SnapshotDescribe: R('GET', 1, (c) => read(c, (st) => views.describe(st, findSnapshot(st, snapshotArg(c), true)))),
   SnapshotGetInfo: R('GET', 1, (c) => read(c, (st) => views.info(st, findSnapshot(st, snapshotArg(c), true)))),
-  SnapshotsSpace: R('GET', 0, (c) => read(c, (st) => snapshotsOf(st).map((o) => views.space(st, o, storedSizes())))),
+  SnapshotsSpace: R('GET', 0, (c) => read(c, async (st) => {
+    const stored = await c.live.storedBytes(st);
+    return snapshotsOf(st).map((o) => views.space(st, o, stored));
+  })),
   SnapshotUpdate: R('POST', 1, (c) => {
     const ref = snapshotArg(c);
     const body = s.defined(s.parse(s.snapshotUpdate, bodyOrEmpty(c)));
@@ -261,9 +264,9 @@ const routes: Record<string, Route | Route[]> = {
   // ---- templates
   VolumeTemplatesList: R('GET', 0, (c) => read(c, (st) => [...st.templates.values()].sort((a, b) => a.id - b.id).map((t) => views.templateDesc(st, t)))),
   VolumeTemplatesStatus: R('GET', 0, (c) => read(c, async (st) => {
-    const live = await c.live.diskStats([...st.disks.keys()]);
+    const [live, stored] = await Promise.all([c.live.diskStats([...st.disks.keys()]), c.live.storedBytes(st)]);
     const byDisk = new Map([...live].map(([id, d]) => [id, d.live]));
-    return [...st.templates.values()].sort((a, b) => a.id - b.id).map((t) => views.templateStatus(st, t, byDisk));
+    return [...st.templates.values()].sort((a, b) => a.id - b.id).map((t) => views.templateStatus(st, t, byDisk, stored));
   })),
   VolumeTemplateDescribe: R('GET', 1, (c) => read(c, (st) => {
     const name = checkTemplateName(arg(c));

@@ -117,7 +117,7 @@ function pgCapacity(state: State, pgName: string, live: Map<number, DiskLive>): 
   return { capacity, free };
 }
 
-export function templateStatus(state: State, t: TemplateRecord, live: Map<number, DiskLive>): Json {
+export function templateStatus(state: State, t: TemplateRecord, live: Map<number, DiskLive>, storedBytes: Map<number, number>): Json {
   const users = [...state.objects.values()].filter((o) => o.templateName === t.name);
   const volumes = users.filter((o) => o.kind === 'volume');
   const snapshots = users.filter((o) => o.kind === 'snapshot');
@@ -138,7 +138,8 @@ export function templateStatus(state: State, t: TemplateRecord, live: Map<number
     size: volumesSize, totalSize: volumesSize * replication, volumesSize,
     snapshotsWithoutChildrenSize: snapshots.filter((s) => !withChildren.includes(s)).reduce((n, o) => n + o.size, 0),
     snapshotsWithChildrenSize: withChildren.reduce((n, o) => n + o.size, 0),
-    storedSize: 0, onDiskSize: 0,
+    storedSize: users.reduce((n, o) => n + (storedBytes.get(o.dataId) ?? 0), 0),
+    onDiskSize: users.reduce((n, o) => n + (storedBytes.get(o.dataId) ?? 0) * o.replication, 0),
     availablePlaceAll: roles.placeAll.free, availablePlaceTail: roles.placeTail.free, availablePlaceHead: roles.placeHead.free,
     capacityPlaceAll: roles.placeAll.capacity, capacityPlaceTail: roles.placeTail.capacity, capacityPlaceHead: roles.placeHead.capacity,
     stored: {
