@@ -1,7 +1,7 @@
 #!/bin/bash
 # Client node: storpool-mgmt (API replica over the same etcd, writes the shard map locally),
 # storpool-block (SP_OURID=CLIENT_ID; kernel nbd devices in /dev/storpool).
-# Env from the Vagrantfile: NODE_IP CLIENT_ID ETCD SP_AUTH_TOKEN [ETCD_TIMEOUT_S]
+# Env from the Vagrantfile: NODE_IP CLIENT_ID ETCD SP_AUTH_TOKEN [ETCD_TIMEOUT_S DOWN_AFTER_S]
 set -euo pipefail
 need() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || MISSING="${MISSING:-} $p"; done; }
 need curl nbd-client e2fsprogs
@@ -41,7 +41,7 @@ cat > /etc/systemd/system/storpool-mgmt.service <<UNIT
 Description=storpool management API (replica; publishes the shard map for this host)
 After=network-online.target
 [Service]
-ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 127.0.0.1:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --log-level info
+ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 127.0.0.1:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --down-after ${DOWN_AFTER_S:-5} --log-level info
 Restart=always
 RestartSec=5
 [Install]

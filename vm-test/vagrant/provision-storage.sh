@@ -1,6 +1,6 @@
 #!/bin/bash
 # Storage node: etcd member, storpool-mgmt (etcd backend), one storpool-server on a file disk.
-# Env from the Vagrantfile: NODE_NAME NODE_IP DISK_ID ETCD_CLUSTER ETCD SP_AUTH_TOKEN [ETCD_HEARTBEAT_MS ETCD_ELECTION_MS ETCD_TIMEOUT_S]
+# Env from the Vagrantfile: NODE_NAME NODE_IP DISK_ID ETCD_CLUSTER ETCD SP_AUTH_TOKEN [ETCD_HEARTBEAT_MS ETCD_ELECTION_MS ETCD_TIMEOUT_S DOWN_AFTER_S]
 set -euo pipefail
 need() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || MISSING="${MISSING:-} $p"; done; }
 need curl etcd-server etcd-client e2fsprogs
@@ -48,7 +48,7 @@ cat > /etc/systemd/system/storpool-mgmt.service <<UNIT
 Description=storpool management API (etcd metadata store)
 After=network-online.target etcd.service
 [Service]
-ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 0.0.0.0:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --log-level info
+ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 0.0.0.0:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --down-after ${DOWN_AFTER_S:-5} --log-level info
 # etcd needs a quorum (2 of the 3 nodes) before this can start
 Restart=always
 RestartSec=5

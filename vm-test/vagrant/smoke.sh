@@ -9,6 +9,13 @@ retry() { local n=$1; shift; for i in $(seq 1 "$n"); do "$@" && return 0; sleep 
 say "waiting for the storage servers ($STORAGE_IPS) to be in the map and listening"
 up() { for ip in $STORAGE_IPS; do grep -qE "\"host\": ?\"$ip\"" /var/lib/storpool/shardmap.json 2>/dev/null && timeout 3 bash -c "</dev/tcp/$ip/47001" 2>/dev/null || return 1; done; }
 retry 360 up
+# a re-run (`vagrant provision client --provision-with smoke`): remove what an earlier run left
+if mountpoint -q /mnt/smoke; then umount /mnt/smoke || umount -l /mnt/smoke; fi
+if storpool volume list 2>/dev/null | grep -qw smoke; then
+  say "removing the volume of an earlier run"
+  storpool detach volume smoke here 2>/dev/null || true
+  retry 6 storpool volume smoke delete smoke
+fi
 storpool disk list || true
 storpool template smoke replication 3 placeAll default create 2>/dev/null || true
 retry 60 storpool volume smoke size 2G template smoke create
