@@ -1,9 +1,10 @@
 #!/bin/bash
 # Smoke test on the client: create, attach here, mkfs, write, verify; SIGKILL the storage server
 # of one node (ssh with the cluster key); write and verify again; detach. Prints "SMOKE OK".
-# Env: KILL_NODE (a storage node's IP), STORAGE_IPS (all of them, space-separated)
+# Env: KILL_NODE (a storage node's IP), STORAGE_IPS (all of them, space-separated), [SMOKE_FILE_MB]
 set -euo pipefail
 export STORPOOL_CONF=/etc/storpool.conf
+MB=${SMOKE_FILE_MB:-16} # size of each of the six files
 say() { echo "[smoke $(date +%T)] $*"; }
 retry() { local n=$1; shift; for i in $(seq 1 "$n"); do "$@" && return 0; sleep 5; done; "$@"; }
 say "waiting for the storage servers ($STORAGE_IPS) to be in the map and listening"
@@ -27,7 +28,7 @@ say "device $(readlink -f $DEV)"
 mkfs.ext4 -q -F "$DEV"
 mkdir -p /mnt/smoke
 mount "$DEV" /mnt/smoke
-for i in 1 2 3 4; do dd if=/dev/urandom of=/mnt/smoke/f$i bs=1M count=16 status=none; done
+for i in 1 2 3 4; do dd if=/dev/urandom of=/mnt/smoke/f$i bs=1M count=$MB status=none; done
 (cd /mnt/smoke && sha256sum f* > /root/smoke.sums)
 sync
 umount /mnt/smoke
@@ -38,7 +39,7 @@ say "SIGKILL the storage server on $KILL_NODE"
 # the file provisioner leaves the key readable by others: ssh refuses such a key
 install -D -m 600 /home/vagrant/.ssh/cluster_key /root/.ssh/cluster_key
 ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -i /root/.ssh/cluster_key vagrant@"$KILL_NODE" sudo systemctl kill -s KILL storpool-server
-for i in 5 6; do dd if=/dev/urandom of=/mnt/smoke/f$i bs=1M count=16 status=none; done
+for i in 5 6; do dd if=/dev/urandom of=/mnt/smoke/f$i bs=1M count=$MB status=none; done
 (cd /mnt/smoke && sha256sum f5 f6 >> /root/smoke.sums)
 sync
 umount /mnt/smoke
