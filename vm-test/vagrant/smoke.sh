@@ -17,6 +17,8 @@ if storpool volume list 2>/dev/null | grep -qw smoke; then
   storpool detach volume smoke here 2>/dev/null || true
   retry 6 storpool volume smoke delete smoke
 fi
+# kernel messages from here on only (a re-run must not fail on the earlier run's errors)
+SINCE=$(cut -d' ' -f1 /proc/uptime)
 storpool disk list || true
 storpool template smoke replication 3 placeAll default create 2>/dev/null || true
 retry 60 storpool volume smoke size 2G template smoke create
@@ -47,6 +49,6 @@ e2fsck -fn "$DEV"
 mount -o ro "$DEV" /mnt/smoke
 (cd /mnt/smoke && sha256sum -c /root/smoke.sums)
 umount /mnt/smoke
-if dmesg | grep -iE 'I/O error|EXT4-fs error|nbd.*(timed out|Dead connection)'; then say "kernel reported errors"; exit 1; fi
+if dmesg | awk -v since="$SINCE" '{ t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t); if (t + 0 >= since) print }' | grep -iE 'I/O error|EXT4-fs error|nbd.*(timed out|Dead connection)'; then say "kernel reported errors"; exit 1; fi
 storpool detach volume smoke here
 say "SMOKE OK"
