@@ -45,7 +45,11 @@ printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' >> "$WORK/etc
 
 ip netns add "$NS" 2>/dev/null || true
 cleanup() {
-  if [ "$KEEP" != "--keep" ]; then ip netns delete "$NS" 2>/dev/null || true; fi
+  if [ "$KEEP" != "--keep" ]; then
+    ip netns delete "$NS" 2>/dev/null || true
+    # `ip netns add` bind-mounts /run/netns onto itself; undo that when no namespace is left
+    if [ -z "$(ip netns list)" ] && mountpoint -q /run/netns; then umount /run/netns 2>/dev/null || true; fi
+  fi
 }
 trap cleanup EXIT
 
