@@ -9,6 +9,8 @@
  *   --runtime-dir DIR      else STORPOOL_RUNTIME_DIR, else /run/storpool (sockets in nbd/)
  *   --dev-root DIR         else STORPOOL_DEV_ROOT, else /dev (links in storpool/, storpool-byid/)
  *   --attach-method M      auto|nbd|nbdfuse|none, else STORPOOL_ATTACH_METHOD, else auto
+ *   --io-timeout SECONDS   how long an I/O waits for a degraded cluster before the device gets an
+ *                          error, else STORPOOL_IO_TIMEOUT, else 0 = as long as it takes
  *   --log-level L          else STORPOOL_LOG_LEVEL, else info
  */
 import { existsSync } from 'node:fs';
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
   const { values: args } = parseArgs({
     options: {
       'client-id': { type: 'string' }, 'map-file': { type: 'string' }, nbd: { type: 'string' }, 'runtime-dir': { type: 'string' },
-      'dev-root': { type: 'string' }, 'attach-method': { type: 'string' }, 'log-level': { type: 'string' },
+      'dev-root': { type: 'string' }, 'attach-method': { type: 'string' }, 'log-level': { type: 'string' }, 'io-timeout': { type: 'string' },
     },
   });
   const log = pino({ name: 'storpool-block', level: args['log-level'] ?? env['STORPOOL_LOG_LEVEL'] ?? 'info' });
@@ -46,11 +48,14 @@ async function main(): Promise<void> {
   }
   const method = args['attach-method'] ?? env['STORPOOL_ATTACH_METHOD'] ?? 'auto';
   if (!['auto', 'nbd', 'nbdfuse', 'none'].includes(method)) throw new Error(`--attach-method ${method}: expected auto, nbd, nbdfuse or none`);
+  const ioTimeoutText = args['io-timeout'] ?? env['STORPOOL_IO_TIMEOUT'] ?? '0';
+  const ioTimeout = Number(ioTimeoutText);
+  if (ioTimeoutText.trim() === '' || !Number.isFinite(ioTimeout) || ioTimeout < 0) throw new Error(`--io-timeout ${ioTimeoutText}: expected seconds >= 0 (0 = wait as long as it takes)`);
   const runtimeDir = args['runtime-dir'] ?? env['STORPOOL_RUNTIME_DIR'];
   const devRoot = args['dev-root'] ?? env['STORPOOL_DEV_ROOT'];
   const service = await startBlockService({
     clientId, api: new StorpoolApi({ host: endpoint.host, port: endpoint.port, ...(endpoint.token !== undefined ? { token: endpoint.token } : {}) }),
-    mapSource: new FileShardMapSource(mapFile), nbd, attachMethod: method as AttachMethod | 'auto', log,
+    mapSource: new FileShardMapSource(mapFile), nbd, attachMethod: method as AttachMethod | 'auto', log, ioTimeoutMs: ioTimeout === 0 ? Infinity : ioTimeout * 1000,
     ...(runtimeDir !== undefined ? { runtimeDir } : {}), ...(devRoot !== undefined ? { devRoot } : {}),
   });
   log.info({ clientId, nbd: service.nbdAddress, method: service.method, mapFile }, 'storpool-block running');

@@ -44,6 +44,12 @@ export interface BlockServiceOptions {
   devRoot?: string;
   attachMethod?: AttachMethod | 'auto';
   pollIntervalMs?: number;
+  /**
+   * How long one I/O keeps retrying while the cluster cannot serve it (disks down, a shard below
+   * its minimum copies) before the device gets an error; default Infinity: it waits, as a local
+   * disk under a slow controller would, rather than hand the file system an I/O error.
+   */
+  ioTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -108,7 +114,7 @@ export async function startBlockService(o: BlockServiceOptions): Promise<BlockSe
     }
   }
   await api.request('POST', 'ClientRegister', [String(id)]);
-  const client = await StorpoolClient.connect({ mapSource: o.mapSource, clientId: id, log: log.child({ component: 'client' }) });
+  const client = await StorpoolClient.connect({ mapSource: o.mapSource, clientId: id, log: log.child({ component: 'client' }), retryDeadlineMs: o.ioTimeoutMs ?? Infinity });
   const tcp = new NbdServer({ log: log.child({ component: 'nbd' }) });
   let nbdAddress: { host: string; port: number } | undefined;
   if (o.nbd !== false) nbdAddress = await tcp.listenTcp({ host: o.nbd?.host ?? '127.0.0.1', port: o.nbd?.port ?? NBD_PORT_DEFAULT });

@@ -48,9 +48,17 @@ export interface ClientOptions {
   log?: Logger;
   /** Timeout of one attempt of one request. */
   requestTimeoutMs?: number;
-  /** How long an operation keeps retrying transient failures before it fails. */
+  /**
+   * How long an operation keeps retrying transient failures (a disk down, a shard below its
+   * minimum copies, a map change) before it fails; default 60 s. Infinity: as long as they last —
+   * what a block device wants (as with Ceph's and StorPool's, I/O waits while the cluster recovers
+   * instead of handing the file system an I/O error).
+   */
   retryDeadlineMs?: number;
 }
+
+/** A retried operation is logged (warn) once it has waited this long: the operator sees why I/O stalls. */
+const RETRY_WARN_AFTER_MS = 10_000;
 
 export interface VolumeSpec {
   /** Data id of this volume's (or snapshot's) own objects: unique in the cluster, never reused. */
@@ -127,8 +135,10 @@ export class StorpoolClient {
     const { group, volumeId, placementId, parents } = target;
     const withParents = target.parentBytes.length > 0 && opTakesParents(fill.op) ? [...payload, target.parentBytes] : payload;
     const parentCount = withParents === payload ? 0 : parents.length;
-    const deadline = Date.now() + this.#retryDeadlineMs;
+    const started = Date.now();
+    const deadline = started + this.#retryDeadlineMs;
     let backoff = RETRY_BACKOFF_MS_MIN;
+    let warned = false;
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new StorpoolError('CLIENT_ERR_CLOSED', 'client closed');
       const router = this.#view.router;
@@ -146,6 +156,10 @@ export class StorpoolClient {
           throw new StorpoolError('CLIENT_ERR_TIMEOUT', `volume ${volumeId} object ${objectIndex}: gave up after ${attempt + 1} attempts in ${this.#retryDeadlineMs} ms; last error ${e.code}: ${e.message}`, { cause: e });
         }
         this.counters.retries++;
+        if (!warned && Date.now() - started >= RETRY_WARN_AFTER_MS) {
+          warned = true;
+          this.log.warn({ volumeId, objectIndex, code: e.code, message: e.message, waitedMs: Date.now() - started }, 'I/O is waiting for the cluster (retrying)');
+        }
         if (e.code === 'WIRE_ERR_CHECKSUM') this.counters.checksumRetries++;
         if (e.code.startsWith('MAP_ERR_')) {
           this.counters.mapRefreshes++;
