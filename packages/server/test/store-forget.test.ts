@@ -16,6 +16,25 @@ afterEach(async () => {
   dir = undefined;
 });
 
+/**
+ * Opens the store twice and runs `check`: as closed, then with the index rolled back to the copy in
+ * `<dir>/old.idx`, so that everything since must come back from the journal.
+ */
+async function reopenBothWays(path: string, dir: string, check: (store: DiskStore, replay: boolean) => Promise<void>): Promise<void> {
+  for (const replay of [false, true]) {
+    if (replay) {
+      await rm(`${path}.idx`, { recursive: true, force: true });
+      await cp(join(dir, 'old.idx'), `${path}.idx`, { recursive: true });
+    }
+    const store = await DiskStore.open(path);
+    try {
+      await check(store, replay);
+    } finally {
+      await store.close();
+    }
+  }
+}
+
 describe('forgetting objects', () => {
   it('releases the blocks, drops the entry and its version; a trim keeps them; both survive reopen and replay', async () => {
     dir = await makeTempDir('storpool-forget-');
@@ -49,19 +68,13 @@ describe('forgetting objects', () => {
     expect(store.objectVersion(c)).toBe(102);
     await store.close();
 
-    for (const replay of [false, true]) {
-      if (replay) {
-        await rm(`${path}.idx`, { recursive: true, force: true });
-        await cp(join(dir, 'old.idx'), `${path}.idx`, { recursive: true });
-      }
-      store = await DiskStore.open(path);
-      expect(store.objectVersion(a), `replay=${replay}`).toBe(0);
-      expect(store.listObjects({ limit: 10 }).map((o) => o.key.objectIndex), `replay=${replay}`).toEqual([2, 3]);
-      expect(store.stats().blocksUsed, `replay=${replay}`).toBe(empty + 4);
-      const r = await store.read(c, 0, 1);
+    await reopenBothWays(path, dir, async (reopened, replay) => {
+      expect(reopened.objectVersion(a), `replay=${replay}`).toBe(0);
+      expect(reopened.listObjects({ limit: 10 }).map((o) => o.key.objectIndex), `replay=${replay}`).toEqual([2, 3]);
+      expect(reopened.stats().blocksUsed, `replay=${replay}`).toBe(empty + 4);
+      const r = await reopened.read(c, 0, 1);
       expect(r.data.equals(again.data), `replay=${replay}`).toBe(true);
-      await store.close();
-    }
+    });
   });
 
   it('setVersion sets the version exactly, lower included, keeps the blocks; 0 on an emptied object drops it; both survive reopen and replay', async () => {
@@ -94,16 +107,10 @@ describe('forgetting objects', () => {
     await expect(store.setVersion(a, -1)).rejects.toThrow(/non-negative/);
     await store.close();
 
-    for (const replay of [false, true]) {
-      if (replay) {
-        await rm(`${path}.idx`, { recursive: true, force: true });
-        await cp(join(dir, 'old.idx'), `${path}.idx`, { recursive: true });
-      }
-      store = await DiskStore.open(path);
-      expect(store.listObjects({ limit: 10 }).map((o) => [o.key.objectIndex, o.version, o.allocatedBlocks]), `replay=${replay}`).toEqual([[1, 300, 3]]);
-      const r = await store.read(a, 0, 2);
+    await reopenBothWays(path, dir, async (reopened, replay) => {
+      expect(reopened.listObjects({ limit: 10 }).map((o) => [o.key.objectIndex, o.version, o.allocatedBlocks]), `replay=${replay}`).toEqual([[1, 300, 3]]);
+      const r = await reopened.read(a, 0, 2);
       expect(r.data.equals(da.data), `replay=${replay}`).toBe(true);
-      await store.close();
-    }
+    });
   });
 });
