@@ -7,8 +7,8 @@ import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BLOCK_HOLE } from '@storpool/protocol';
-import { DiskStore, formatDisk } from '../src/store/index.js';
-import { CLUSTER_ID, blocksData, makeTempDir, removeDir } from './store-helpers.js';
+import { DiskStore } from '../src/store/index.js';
+import { blocksData, formatTestDisk, makeTempDir, removeDir } from './store-helpers.js';
 
 let dir: string | undefined;
 afterEach(async () => {
@@ -38,8 +38,7 @@ async function reopenBothWays(path: string, dir: string, check: (store: DiskStor
 describe('forgetting objects', () => {
   it('releases the blocks, drops the entry and its version; a trim keeps them; both survive reopen and replay', async () => {
     dir = await makeTempDir('storpool-forget-');
-    const path = join(dir, 'disk.img');
-    await formatDisk(path, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+    const path = await formatTestDisk(dir);
     let store = await DiskStore.open(path);
     const a = { volumeId: 7, objectIndex: 1 };
     const b = { volumeId: 7, objectIndex: 2 };
@@ -79,8 +78,7 @@ describe('forgetting objects', () => {
 
   it('setVersion sets the version exactly, lower included, keeps the blocks; 0 on an emptied object drops it; both survive reopen and replay', async () => {
     dir = await makeTempDir('storpool-setversion-');
-    const path = join(dir, 'disk.img');
-    await formatDisk(path, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+    const path = await formatTestDisk(dir);
     let store = await DiskStore.open(path);
     const a = { volumeId: 9, objectIndex: 1 };
     const b = { volumeId: 9, objectIndex: 2 };

@@ -3,6 +3,7 @@ import { BLOCK_BYTES, chunkCrcs } from '@storpool/protocol';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { formatDisk } from '../src/store/index.js';
 
 export const CLUSTER_ID = '6f1c2a52-8f0e-4c1b-9d3a-2b7e5c4d1a90';
 export const OTHER_CLUSTER_ID = '0b8e9a1c-3d2f-4e5a-8b7c-6d5e4f3a2b1c';
@@ -38,6 +39,13 @@ export function blocksData(tags: number[], firstBlock: number): { data: Buffer; 
 
 export async function makeTempDir(prefix: string): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), `storpool-${prefix}-`));
+}
+
+/** A 64 MiB disk file `disk.img` in `dir`, formatted for CLUSTER_ID as disk 1; returns its path. */
+export async function formatTestDisk(dir: string): Promise<string> {
+  const disk = path.join(dir, 'disk.img');
+  await formatDisk(disk, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+  return disk;
 }
 
 export async function removeDir(dir: string | undefined): Promise<void> {

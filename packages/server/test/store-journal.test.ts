@@ -7,8 +7,8 @@ import { cp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BLOCK_BYTES } from '@storpool/protocol';
-import { DiskStore, formatDisk } from '../src/store/index.js';
-import { CLUSTER_ID, blocksData, makeTempDir, removeDir, rng, randInt } from './store-helpers.js';
+import { DiskStore } from '../src/store/index.js';
+import { blocksData, formatTestDisk, makeTempDir, randInt, removeDir, rng } from './store-helpers.js';
 
 let dir: string | undefined;
 afterEach(async () => {
@@ -21,8 +21,7 @@ describe('index journal', () => {
     const seed = Date.now() % 100000;
     const r = rng(seed);
     dir = await makeTempDir('storpool-journal-');
-    const path = join(dir, 'disk.img');
-    await formatDisk(path, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+    const path = await formatTestDisk(dir);
     const model = new Map<string, Buffer | 'zero'>();
     const key = (o: number) => ({ volumeId: 5, objectIndex: o });
     const mutate = async (store: DiskStore, n: number, tagBase: number): Promise<void> => {

@@ -1,8 +1,7 @@
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BLOCK_BYTES, BLOCK_DATA, BLOCK_HOLE, BLOCK_ZERO, ZERO_BLOCK_CRC } from '@storpool/protocol';
-import { DiskStore, formatDisk } from '../src/store/index.js';
-import { CLUSTER_ID, blocksData, makeTempDir, removeDir } from './store-helpers.js';
+import { DiskStore } from '../src/store/index.js';
+import { blocksData, formatTestDisk, makeTempDir, removeDir } from './store-helpers.js';
 
 let dir: string | undefined;
 afterEach(async () => {
@@ -13,8 +12,7 @@ afterEach(async () => {
 describe('zero markers', () => {
   it('read as zeros, hold no block, survive reopen, and are replaced by writes and removed by trims', async () => {
     dir = await makeTempDir('storpool-zero-');
-    const path = join(dir, 'disk.img');
-    await formatDisk(path, { sizeBytes: 64 * 1024 ** 2, clusterId: CLUSTER_ID, diskId: 1 });
+    const path = await formatTestDisk(dir);
     let store = await DiskStore.open(path);
     const key = { volumeId: 3, objectIndex: 1 };
     const { data, crcs } = blocksData([1, 2, 3, 4], 0);
