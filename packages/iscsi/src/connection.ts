@@ -161,7 +161,8 @@ export class IscsiConnection {
     if (this.#sessionKey !== undefined) {
       this.#env.unregisterSession(this.#sessionKey, this);
       // RESERVE(6) reservations end with the I_T nexus (SPC-2 §5.5.1); persistent ones do not.
-      this.#releaseLegacy((holder) => holder === this.nexus);
+      // A logout released it already, before its answer.
+      if (!this.#loggingOut) void this.#releaseLegacy((holder) => holder === this.nexus);
     }
   }
 

@@ -98,9 +98,10 @@ interface SyncJob {
   target: number;
   group: number;
   shards: number[];
-  /** Peering: the group's terms when planned. */
-  terms?: readonly number[];
 }
+
+/** A peering job: the group's terms when planned (a copy made equal counts for that term only). */
+type PeeringJob = SyncJob & { terms: readonly number[] };
 
 /** A shard with a new primary whose other in-sync copies (`targets`) are to be made equal to it. */
 interface PeeringNeed {
@@ -276,7 +277,7 @@ export class Recovery {
     const peering = Promise.all([...peers.values()].map(async (job) => {
       if (this.#stopped || !this.#o.isLeader()) return;
       const ok = await this.#sync(client, job, job.shards, dataIds.get(job.group) ?? [], true);
-      if (ok) for (const shard of job.shards) this.#peeredCopies.add(peeredKey(job.group, shard, job.target, job.terms![shard]!));
+      if (ok) for (const shard of job.shards) this.#peeredCopies.add(peeredKey(job.group, shard, job.target, job.terms[shard]!));
     })).then(() => this.#recordPeered(needs));
     if (jobs.size === 0) {
       await Promise.all([peering, this.#releaseSurplus(client, state, map, dataIds)]);
@@ -308,8 +309,8 @@ export class Recovery {
    * group for their in-sync copies not yet made equal at that term. A group record without
    * `peered` (written before this was kept) takes the current terms as peered.
    */
-  async #planPeering(state: State, map: ShardMap): Promise<{ jobs: Map<string, SyncJob>; needs: PeeringNeed[] }> {
-    const jobs = new Map<string, SyncJob>();
+  async #planPeering(state: State, map: ShardMap): Promise<{ jobs: Map<string, PeeringJob>; needs: PeeringNeed[] }> {
+    const jobs = new Map<string, PeeringJob>();
     const needs: PeeringNeed[] = [];
     const unknown = new Map<number, number[]>();
     for (const g of map.groups) {
