@@ -13,10 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileShardMapSource, StorpoolClient, type Volume, type VolumeSpec } from '@storpool/client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
-import { until } from './recovery-helpers.js';
+import { reportOnTimeout, testLog, until } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -25,6 +24,8 @@ const OBJECTS = 24;
 const LANES = 4;
 const FAULT_SETS: Record<number, string> = { 1: 'A', 2: 'A', 3: 'B', 4: 'B', 5: 'C', 6: 'C' };
 let dir: string;
+/** The management service's log, its last lines reported when a wait times out. */
+const mgmtLog = testLog();
 let cluster: LocalCluster | undefined;
 let client: StorpoolClient;
 let api: Api;
@@ -107,8 +108,9 @@ async function verifyAll(): Promise<void> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'storpool-mgmt-eject-'));
+  reportOnTimeout(() => cluster, mgmtLog);
   cluster = await startLocalCluster({
-    dataDir: dir, port: 0, disks: 6, diskSizeBytes: 256 * MiB, shardCount: 64, serverLogLevel: 'warn', log: pino({ level: process.env.RECOVERY_TEST_LOG ?? 'silent' }),
+    dataDir: dir, port: 0, disks: 6, diskSizeBytes: 256 * MiB, shardCount: 64, serverLogLevel: 'warn', log: mgmtLog.log,
     mgmt: { probeIntervalMs: 500, downAfterMs: 4_000, reReplicateAfterMs: 3_600_000 },
   });
   // The same disks, now in fault sets (nothing written yet: the map just settles again).

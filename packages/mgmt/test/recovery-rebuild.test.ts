@@ -13,16 +13,17 @@ import { join } from 'node:path';
 import { FileShardMapSource, StorpoolClient, type VolumeSpec } from '@storpool/client';
 import { startLocalCluster, SERVER_BIN, type LocalCluster } from '@storpool/local';
 import { freePort } from '@storpool/testkit';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
-import { startServer, until, volumeSpec } from './recovery-helpers.js';
+import { reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
 const OBJECTS = 32;
 const RE_REPLICATE_AFTER_MS = 12_000;
 let dir: string;
+/** The management service's log, its last lines reported when a wait times out. */
+const mgmtLog = testLog();
 let cluster: LocalCluster;
 let client: StorpoolClient;
 let api: Api;
@@ -30,8 +31,9 @@ const extra: { kill: () => void }[] = [];
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'storpool-mgmt-rebuild-'));
+  reportOnTimeout(() => cluster, mgmtLog);
   cluster = await startLocalCluster({
-    dataDir: dir, port: 0, disks: 4, diskSizeBytes: 256 * MiB, shardCount: 64, serverLogLevel: 'warn', log: pino({ level: process.env.RECOVERY_TEST_LOG ?? 'silent' }),
+    dataDir: dir, port: 0, disks: 4, diskSizeBytes: 256 * MiB, shardCount: 64, serverLogLevel: 'warn', log: mgmtLog.log,
     mgmt: { probeIntervalMs: 500, downAfterMs: 4_000, reReplicateAfterMs: RE_REPLICATE_AFTER_MS },
   });
   api = new Api(cluster.url, cluster.token);

@@ -9,23 +9,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileShardMapSource, StorpoolClient } from '@storpool/client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
-import { startServer, until, volumeSpec } from './recovery-helpers.js';
+import { reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
 const OBJECTS = 24;
 let dir: string;
+/** The management service's log, its last lines reported when a wait times out. */
+const mgmtLog = testLog();
 let cluster: LocalCluster;
 let client: StorpoolClient;
 let api: Api;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'storpool-mgmt-recovery-'));
+  reportOnTimeout(() => cluster, mgmtLog);
   cluster = await startLocalCluster({
-    dataDir: dir, port: 0, diskSizeBytes: 256 * MiB, shardCount: 64, serverLogLevel: 'warn', log: pino({ level: process.env.RECOVERY_TEST_LOG ?? 'silent' }),
+    dataDir: dir, port: 0, diskSizeBytes: 256 * MiB, shardCount: 64, serverLogLevel: 'warn', log: mgmtLog.log,
     mgmt: { probeIntervalMs: 500, downAfterMs: 4_000, reReplicateAfterMs: 3_600_000 },
   });
   api = new Api(cluster.url, cluster.token);
