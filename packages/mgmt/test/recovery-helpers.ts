@@ -25,7 +25,7 @@ export function reportOnTimeout(cluster: () => LocalCluster | undefined, log: Te
     });
     const r = c.service.recovery;
     return [
-      `map epoch ${st.shardMap?.epoch}; disks ${disks}`, ...groups,
+      `${c.service.isLeader ? 'leading' : 'NOT leading'}; map epoch ${st.shardMap?.epoch}; disks ${disks}`, ...groups,
       `recovery tasks ${JSON.stringify(r.tasks())}`, `recovery counters ${JSON.stringify(r.counters)}`,
       'last log lines of the management service:', log.tail(),
     ].join('\n');
