@@ -1,6 +1,7 @@
 /**
  * Ad-hoc profile of 4 KiB random writes (REP=1|3, QD, THICK=1, SECONDS_RUN, READ=1 for reads,
- * SEQ=1 for 1 MiB sequential writes, FILL=1 to write the whole 1 GiB volume first):
+ * SEQ=1 for 1 MiB sequential writes, FILL=1 to write the whole 1 GiB volume first, READ_MIB=n to read
+ * from the first n MiB, default 64):
  * IOPS, commits, and CPU per op per process, split into user/system and main thread/other threads
  * (libuv threadpool, LMDB, GC). CPU per op is the metric to compare on a busy machine. WARMUP=s
  * (default 3) of the same load first, unmeasured.
@@ -13,6 +14,7 @@ const rep = Number(process.env.REP ?? 3);
 const qd = Number(process.env.QD ?? 32);
 const reading = process.env.READ === '1';
 const sequential = process.env.SEQ === '1';
+const readBlocks = (Number(process.env.READ_MIB ?? 64) * 1024 * 1024) / BLOCK_BYTES;
 interface Cpu { user: number; sys: number; mainUser: number; mainSys: number }
 /** CPU ms of a process (user, system) and of its main thread, from /proc. */
 const cpu = (pid: number): Cpu => {
@@ -49,7 +51,7 @@ try {
     const big = Buffer.alloc(1024 * 1024, 3);
     for (let off = 0; off < 1024 ** 3; off += big.length) await vol.write(off, big);
   }
-  if (reading) {
+  if (reading && process.env.FILL !== '1') {
     // Something to read: 64 MiB written sequentially first.
     const big = Buffer.alloc(1024 * 1024, 7);
     for (let off = 0; off < 64 * 1024 * 1024; off += big.length) await vol.write(off, big);
@@ -84,7 +86,7 @@ try {
         startMeasuring();
       }
       const t = performance.now();
-      if (reading) await vol.read(rnd.int(0, 16383) * BLOCK_BYTES, BLOCK_BYTES);
+      if (reading) await vol.read(rnd.int(0, readBlocks - 1) * BLOCK_BYTES, BLOCK_BYTES);
       else if (sequential) {
         const at = next;
         next = (next + block.length) % (1024 ** 3);
