@@ -126,14 +126,14 @@ beforeAll(async () => {
     const st = await cluster!.service.model.read();
     const g = st.shardMap!.groups.find((x) => x.id === spec.group)!;
     return [...st.disks.values()].every((d) => d.down !== true) && settled(g) && spreadOverFaultSets(g) ? true : undefined;
-  }, 120_000);
+  }, 240_000);
   await client.refreshMap();
   volume = client.volume(spec);
   for (let i = 0; i < OBJECTS; i++) {
     await volume.write(i * OBJECT + 4096, block(i, 1));
     acked.set(i, 1);
   }
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   await running?.stop();
