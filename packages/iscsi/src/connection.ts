@@ -16,7 +16,7 @@ import {
   loginResponse, nopIn, opcode, parseTextKeys, r2t, reject, scsiResponse, taskMgmtResponse, textResponse, type OutPdu, type Pdu, type ScsiCommand,
 } from './pdu.js';
 import { CHAP_MD5, TARGET_MAX_RECV_DATA_SEGMENT, chapMatches, chapResponse, decodeChapValue, defaultParams, negotiateOperational, newChallenge, type SessionParams } from './login.js';
-import { ScsiLun, dataOutLength, type LunContext } from './scsi.js';
+import { ScsiLun, allocationLength, dataOutLength, type LunContext } from './scsi.js';
 import { Asc, SenseKey, Status, check, type ScsiResult } from './sense.js';
 import type { InitiatorAccess, IscsiTarget, ReservationStore, TargetCatalog } from './types.js';
 
@@ -553,7 +553,11 @@ export class IscsiConnection {
       this.#checkLogout();
       return;
     }
-    const data = r.data ?? NO_DATA;
+    // The command transfers at most its allocation length (SPC-4 §4.2.5.6); only what the initiator
+    // did not provide room for beyond that is an overflow.
+    const full = r.data ?? NO_DATA;
+    const alloc = allocationLength(cmd.cdb);
+    const data = alloc !== undefined && full.length > alloc ? full.subarray(0, alloc) : full;
     const allowed = cmd.read ? edtl : 0;
     const send = data.subarray(0, Math.min(data.length, allowed));
     const residual = data.length > allowed ? { overflow: data.length - allowed } : data.length < allowed ? { underflow: allowed - data.length } : {};

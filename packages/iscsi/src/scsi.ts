@@ -84,6 +84,22 @@ export function dataOutLength(cdb: Buffer): number | undefined {
   }
 }
 
+/**
+ * The ALLOCATION LENGTH of a CDB whose command returns parameter data (SPC-4 §4.2.5.6): the most
+ * the command transfers, whatever it has. Undefined for commands without one.
+ */
+export function allocationLength(cdb: Buffer): number | undefined {
+  if (cdb.length < cdbLength(cdb[0]!)) return undefined;
+  switch (cdb[0]!) {
+    case 0x03: case 0x1a: return cdb[4]!; // REQUEST SENSE, MODE SENSE(6)
+    case 0x12: return cdb.readUInt16BE(3); // INQUIRY
+    case 0x5a: case 0x5e: return cdb.readUInt16BE(7); // MODE SENSE(10), PERSISTENT RESERVE IN
+    case 0xa0: case 0xa3: return cdb.readUInt32BE(6); // REPORT LUNS, MAINTENANCE IN
+    case 0x9e: return cdb.readUInt32BE(10); // SERVICE ACTION IN(16)
+    default: return undefined;
+  }
+}
+
 const CDB_LENGTH: Record<number, number> = { 0: 6, 1: 10, 2: 10, 4: 16, 5: 12 };
 export function cdbLength(op: number): number {
   return CDB_LENGTH[op >> 5] ?? 16;

@@ -247,6 +247,32 @@ describe('connection state machine', () => {
     expect(Buffer.concat(ins.map((p) => p.data)).equals(data)).toBe(true);
   });
 
+  it('data beyond the CDB allocation length is not an overflow: MODE SENSE(6) of 4 bytes, of 255 bytes (SPC-4 §4.2.5.6)', async () => {
+    const h = loggedIn();
+    // MODE SENSE(6), all pages, ALLOCATION LENGTH 4, Expected Data Transfer Length 4
+    h.conn.onBytes(scsiPdu({ itt: 20, cmdSN: 1, cdb: [0x1a, 0, 0x3f, 0, 4, 0], read: true, edtl: 4 }));
+    // ALLOCATION LENGTH 255, EDTL 255: fewer bytes exist, an underflow of the rest
+    h.conn.onBytes(scsiPdu({ itt: 21, cmdSN: 2, cdb: [0x1a, 0, 0x3f, 0, 255, 0], read: true, edtl: 255 }));
+    // ALLOCATION LENGTH 255 but EDTL 4: the command would send more than the initiator has room for
+    h.conn.onBytes(scsiPdu({ itt: 22, cmdSN: 3, cdb: [0x1a, 0, 0x3f, 0, 255, 0], read: true, edtl: 4 }));
+    await sleep(20);
+    const of = (itt: number): pdu.Pdu => h.out.find((p) => (p.bhs[0]! & 0x3f) === TOp.DATA_IN && p.bhs.readUInt32BE(16) === itt)!;
+    const small = of(20);
+    expect(small.data.length).toBe(4);
+    expect(small.bhs[1]! & 0x07).toBe(0x01); // S, neither O nor U
+    expect(small.bhs.readUInt32BE(44)).toBe(0);
+    const all = of(21);
+    const len = all.data[0]! + 1; // MODE DATA LENGTH + 1
+    expect(all.data.length).toBe(len);
+    expect(len).toBeLessThan(255);
+    expect(all.bhs[1]! & 0x07).toBe(0x03); // S, U
+    expect(all.bhs.readUInt32BE(44)).toBe(255 - len);
+    const cut = of(22);
+    expect(cut.data.length).toBe(4);
+    expect(cut.bhs[1]! & 0x07).toBe(0x05); // S, O
+    expect(cut.bhs.readUInt32BE(44)).toBe(len - 4); // what the command had beyond the EDTL
+  });
+
   it('hostile input: random bytes and mutated PDUs close the connection, never throw (seeded fuzz)', async () => {
     const rnd = new SeededRandom(8);
     const valid = [
