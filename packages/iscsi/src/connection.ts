@@ -71,6 +71,10 @@ interface Task {
   r2tSN: number;
   /** End of the burst the current R2T asked for. */
   burstEnd: number;
+  /** DataSN the next Data-Out of the current sequence must carry (RFC 7143 §11.7.5: from 0 per sequence). */
+  dataSN: number;
+  /** A Data-Out came out of DataSN order: the task fails once its current sequence ends. */
+  sequenceError: boolean;
   unsolicitedDone: boolean;
   aborted: boolean;
   running: boolean;
@@ -437,7 +441,7 @@ export class IscsiConnection {
       return;
     }
     const lunNumber = decodeLun(cmd.lun);
-    const task: Task = { itt: cmd.itt, cmd, lunNumber, received: 0, wanted: 0, ttt: RESERVED_TAG, r2tSN: 0, burstEnd: 0, unsolicitedDone: false, aborted: false, running: false };
+    const task: Task = { itt: cmd.itt, cmd, lunNumber, received: 0, wanted: 0, ttt: RESERVED_TAG, r2tSN: 0, burstEnd: 0, dataSN: 0, sequenceError: false, unsolicitedDone: false, aborted: false, running: false };
     if (cmd.write && cmd.expectedLength > 0) {
       if (cmd.expectedLength > COMMAND_BYTES_MAX) {
         this.#respond(task, check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB));
@@ -479,11 +483,25 @@ export class IscsiConnection {
     } else if (ttt !== task.ttt) {
       throw new PduError('Data-Out with an unknown Target Transfer Tag');
     }
+    // A DataSN gap, repeat or reordering means an earlier Data-Out was lost (RFC 7143 §7.8.2); at
+    // ErrorRecoveryLevel 0 (no recovery R2T) the task ends with CHECK CONDITION, "protocol service
+    // CRC error", once the sequence's last PDU is in (§7.8.1 b). The connection goes on.
+    const dataSN = p.bhs.readUInt32BE(36);
+    if (dataSN !== task.dataSN) {
+      if (!task.sequenceError) this.#env.log.warn({ remote: this.#env.remoteAddress, itt, dataSN, expected: task.dataSN }, 'Data-Out out of sequence: the command fails');
+      task.sequenceError = true;
+    }
+    task.dataSN = (dataSN + 1) >>> 0;
     p.data.copy(task.buffer, offset);
     task.received += p.data.length;
     if (final) {
       if (ttt === RESERVED_TAG) task.unsolicitedDone = true;
       else task.ttt = RESERVED_TAG;
+    }
+    if (task.sequenceError) {
+      // No further R2T: answer when this sequence (the only one outstanding) is complete.
+      if (final) this.#respond(task, check(SenseKey.ABORTED_COMMAND, Asc.PROTOCOL_SERVICE_CRC_ERROR));
+      return;
     }
     this.#advanceWrite(task);
   }
@@ -501,6 +519,7 @@ export class IscsiConnection {
     task.ttt = this.#nextTtt;
     this.#nextTtt = this.#nextTtt >= 0x7fffffff ? 1 : this.#nextTtt + 1;
     task.burstEnd = offset + length;
+    task.dataSN = 0; // a new data sequence
     this.#send(r2t({ lun: task.cmd.lun, itt: task.itt, ttt: task.ttt, r2tSN: task.r2tSN++, offset, length, ...this.#sns(false) }));
   }
 

@@ -273,6 +273,42 @@ describe('connection state machine', () => {
     expect(cut.bhs.readUInt32BE(44)).toBe(len - 4); // what the command had beyond the EDTL
   });
 
+  it('Data-Out out of DataSN order fails the command with PROTOCOL SERVICE CRC ERROR; the connection goes on (RFC 7143 §7.8)', async () => {
+    const h = loggedIn();
+    const dataOut = (itt: number, ttt: number, dataSN: number, offset: number, final: boolean): Buffer => {
+      const b = Buffer.alloc(48);
+      b[0] = IOp.DATA_OUT;
+      b[1] = final ? 0x80 : 0;
+      b.writeUIntBE(512, 5, 3);
+      b.writeUInt32BE(itt, 16);
+      b.writeUInt32BE(ttt, 20);
+      b.writeUInt32BE(dataSN, 36);
+      b.writeUInt32BE(offset, 40);
+      return Buffer.concat(frame({ bhs: b, data: Buffer.alloc(512, 0x5a) }, { header: false, data: false }));
+    };
+    const write = async (itt: number, cmdSN: number, sns: [number, number]): Promise<pdu.Pdu> => {
+      // WRITE(10) of 2 blocks at LBA 100, no immediate data, F=1: the target asks with an R2T
+      h.conn.onBytes(scsiPdu({ itt, cmdSN, cdb: [0x2a, 0, 0, 0, 0, 100, 0, 0, 2, 0], write: true, edtl: 1024 }));
+      const r2tPdu = h.out.find((p) => (p.bhs[0]! & 0x3f) === TOp.R2T && p.bhs.readUInt32BE(16) === itt)!;
+      const ttt = r2tPdu.bhs.readUInt32BE(20);
+      h.conn.onBytes(dataOut(itt, ttt, sns[0], 0, false));
+      h.conn.onBytes(dataOut(itt, ttt, sns[1], 512, true));
+      await sleep(20);
+      return h.out.find((p) => (p.bhs[0]! & 0x3f) === TOp.SCSI_RESP && p.bhs.readUInt32BE(16) === itt)!;
+    };
+    for (const [i, sns] of ([[0, 0], [1, 0], [0, 27], [0xffffffff, 1]] as [number, number][]).entries()) {
+      const resp = await write(30 + i, 1 + i, sns);
+      expect(resp.bhs[3], `DataSN ${sns.join(',')}`).toBe(2); // CHECK CONDITION
+      const sense = resp.data.subarray(2);
+      expect(sense[2]! & 0x0f).toBe(0x0b); // ABORTED COMMAND
+      expect([sense[12], sense[13]]).toEqual([0x47, 0x05]);
+    }
+    expect(h.closed()).toBeUndefined();
+    const good = await write(40, 5, [0, 1]);
+    expect(good.bhs[3]).toBe(0);
+    expect(h.closed()).toBeUndefined();
+  });
+
   it('hostile input: random bytes and mutated PDUs close the connection, never throw (seeded fuzz)', async () => {
     const rnd = new SeededRandom(8);
     const valid = [
