@@ -302,17 +302,23 @@ export class ScsiLun {
     const bad = this.#range(lba, count);
     if (bad !== undefined) return bad;
     if (count === 0) {
-      // WSNZ: a zero count would mean "to the end of the medium"; we do not allow it
-      return invalidCdb(cdb[0] === 0x41 ? 7 : 10);
+      // NUMBER OF LOGICAL BLOCKS 0 with WSNZ=0: from the LBA through the last one (SBC-4 §5.49),
+      // subject to MAXIMUM WRITE SAME LENGTH like any other count.
+      if (lba >= this.blocks) return outOfRange();
+      count = this.blocks - lba;
     }
     if (count > MAX_WRITE_SAME_BLOCKS) return invalidCdb(cdb[0] === 0x41 ? 7 : 10);
     if (!ndob && d.length !== BLOCK) return invalidCdb(cdb[0] === 0x41 ? 7 : 10);
     const block = ndob ? Buffer.alloc(BLOCK) : d.subarray(0, BLOCK);
     const b = this.ctx.backend;
-    const zero = block.every((x) => x === 0);
-    if (zero) {
-      if (unmap && b.thin) await b.unmap(lba * BLOCK, count * BLOCK);
-      else await b.writeZeroes(lba * BLOCK, count * BLOCK);
+    // UNMAP=1, ANCHOR=0 on a thin LU: deallocate each LBA (SBC-4 WRITE SAME, UNMAP/ANCHOR table),
+    // whatever the block holds; they then read as zeros (LBPRZ).
+    if (unmap && b.thin) {
+      await b.unmap(lba * BLOCK, count * BLOCK);
+      return good();
+    }
+    if (block.every((x) => x === 0)) {
+      await b.writeZeroes(lba * BLOCK, count * BLOCK);
       return good();
     }
     const chunkBlocks = Math.min(count, 2048);
@@ -422,7 +428,7 @@ export class ScsiLun {
       case 0x83: return page0(this.#deviceIds());
       case 0xb0: {
         const b = Buffer.alloc(0x3c);
-        b[0] = 0x01; // WSNZ
+        b[0] = 0x00; // WSNZ=0: WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 writes through the last LBA
         b[1] = MAX_CAW_BLOCKS;
         b.writeUInt16BE(1 << PHYS_EXP, 2); // optimal transfer length granularity
         b.writeUInt32BE(MAX_TRANSFER_BLOCKS, 4);
