@@ -16,6 +16,8 @@ export const MAX_TRANSFER_BLOCKS = 32768;
 export const MAX_CAW_BLOCKS = 255;
 const MAX_UNMAP_BLOCKS = 0xffffffff;
 const MAX_UNMAP_DESCRIPTORS = 256;
+/** ORWRITE chunks retried after a concurrent change (each retry reads afresh; OR is idempotent). */
+const ORWRITE_RETRIES = 64;
 const MAX_WRITE_SAME_BLOCKS = 32768; // = MAX_TRANSFER_BLOCKS: initiators check WRITE SAME results with one READ
 const VENDOR = 'STORPOOL';
 const PRODUCT = 'iSCSI volume';
@@ -76,6 +78,7 @@ export function dataOutLength(cdb: Buffer): number | undefined {
     case 0x8f: return (cdb[1]! & 0x06) !== 0 ? cdb.readUInt32BE(10) * BLOCK : 0;
     case 0x41: case 0x93: return (cdb[1]! & 0x01) !== 0 ? 0 : BLOCK;
     case 0x89: return cdb[13]! * 2 * BLOCK;
+    case 0x8b: return cdb.readUInt32BE(10) * BLOCK;
     case 0x42: return cdb.readUInt16BE(7);
     case 0x5f: return cdb.readUInt32BE(5);
     case 0x15: return cdb[4]!;
@@ -117,7 +120,7 @@ const SUPPORTED: SupportedOp[] = [
   { op: 0x5e, sa: 0, len: 10 }, { op: 0x5e, sa: 1, len: 10 }, { op: 0x5e, sa: 2, len: 10 }, { op: 0x5e, sa: 3, len: 10 },
   { op: 0x5f, sa: 0, len: 10 }, { op: 0x5f, sa: 1, len: 10 }, { op: 0x5f, sa: 2, len: 10 }, { op: 0x5f, sa: 3, len: 10 },
   { op: 0x5f, sa: 4, len: 10 }, { op: 0x5f, sa: 5, len: 10 }, { op: 0x5f, sa: 6, len: 10 },
-  { op: 0x88, len: 16 }, { op: 0x89, len: 16 }, { op: 0x8a, len: 16 }, { op: 0x8e, len: 16 }, { op: 0x8f, len: 16 }, { op: 0x90, len: 16 },
+  { op: 0x88, len: 16 }, { op: 0x89, len: 16 }, { op: 0x8a, len: 16 }, { op: 0x8b, len: 16 }, { op: 0x8e, len: 16 }, { op: 0x8f, len: 16 }, { op: 0x90, len: 16 },
   { op: 0x91, len: 16 }, { op: 0x93, len: 16 }, { op: 0x9e, sa: 0x10, len: 16 }, { op: 0x9e, sa: 0x12, len: 16 }, { op: 0xa0, len: 12 },
   { op: 0xa3, sa: 0x0c, len: 12 }, { op: 0xa3, sa: 0x0d, len: 12 }, { op: 0xa8, len: 12 }, { op: 0xaa, len: 12 }, { op: 0xae, len: 12 }, { op: 0xaf, len: 12 },
 ];
@@ -210,6 +213,7 @@ export class ScsiLun {
       case 0x93: return this.#writeSame(cdb, readU64(cdb, 2), cdb.readUInt32BE(10), d);
       case 0x42: return this.#unmap(cdb, d);
       case 0x89: return this.#compareAndWrite(cdb, d);
+      case 0x8b: return this.#orWrite(cdb, d);
       case 0x1a: return this.#modeSense(cdb, false);
       case 0x5a: return this.#modeSense(cdb, true);
       case 0x15: return this.#modeSelect(cdb, d, false);
@@ -378,6 +382,56 @@ export class ScsiLun {
         return i;
       });
     if (at >= 0) return check(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, { information: at });
+    return good();
+  }
+
+  /**
+   * ORWRITE(16) (SBC-3 §5.8): each block becomes its old contents OR the data-out, atomically
+   * against every other command of the range. Where the backend has an atomic compare-and-write
+   * (a storpool volume: executed at the shard primary, so across every portal), each piece of at
+   * most MAXIMUM COMPARE AND WRITE LENGTH inside one boundary is read, ORed and written with a
+   * compare-and-write of what was read, retried if another writer came in between; otherwise
+   * (the in-memory LUN) under the same per-LUN lock as COMPARE AND WRITE.
+   */
+  async #orWrite(cdb: Buffer, d: Buffer): Promise<ScsiResult> {
+    if ((cdb[1]! & 0xe0) !== 0) return invalidCdb(1, 7); // ORPROTECT: no protection information
+    const wp = this.#writable();
+    if (wp !== undefined) return wp;
+    const lba = readU64(cdb, 2);
+    const count = cdb.readUInt32BE(10);
+    const bad = this.#range(lba, count);
+    if (bad !== undefined) return bad;
+    if (count > MAX_TRANSFER_BLOCKS) return invalidCdb(10);
+    // As WRITE: an Expected Data Transfer Length short of the CDB's acts on what came.
+    const n = Math.min(count, Math.floor(d.length / BLOCK));
+    if (n === 0) return good();
+    const b = this.ctx.backend;
+    const start = lba * BLOCK;
+    const data = d.subarray(0, n * BLOCK);
+    const cas = b.compareAndWrite?.bind(b);
+    if (cas === undefined) {
+      await this.ctx.cawLock.run(async () => {
+        const old = await b.read(start, data.length);
+        await b.write(start, orInto(Buffer.from(old), data));
+      });
+      return good();
+    }
+    const boundary = b.compareAndWriteBoundaryBytes;
+    for (let at = start; at < start + data.length; ) {
+      let end = Math.min(start + data.length, at + MAX_CAW_BLOCKS * BLOCK);
+      if (boundary !== undefined) end = Math.min(end, (Math.floor(at / boundary) + 1) * boundary);
+      const piece = data.subarray(at - start, end - start);
+      for (let attempt = 0; ; attempt++) {
+        const old = await b.read(at, end - at);
+        const next = orInto(Buffer.from(old), piece);
+        if (next.equals(old)) break; // every bit already set: nothing to write
+        if (await cas(at, old, next) < 0) break;
+        // Another writer changed the range since it was read: the initiator may retry the
+        // whole command (ORing again what is done changes nothing).
+        if (attempt >= ORWRITE_RETRIES) return { status: Status.BUSY };
+      }
+      at = end;
+    }
     return good();
   }
 
@@ -749,6 +803,12 @@ export class ScsiLun {
 function readU64(b: Buffer, at: number): number {
   const v = b.readBigUInt64BE(at);
   return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+
+/** `into[i] |= data[i]`; returns `into`. */
+function orInto(into: Buffer, data: Buffer): Buffer {
+  for (let i = 0; i < data.length; i++) into[i] = into[i]! | data[i]!;
+  return into;
 }
 
 function firstDifference(a: Buffer, b: Buffer): number {
