@@ -69,7 +69,14 @@ async function waitForPort(port: number): Promise<void> {
 async function peer(cmd: string, args: string[], port: number): Promise<{ proc: ChildProcess; stop: () => Promise<void> }> {
   const proc = spawn(cmd, args, { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  await waitForPort(port);
+  try {
+    await waitForPort(port);
+  } catch (err) {
+    // Not yet in the caller's list of peers to stop: stop it here.
+    proc.kill('SIGTERM');
+    await exited;
+    throw err;
+  }
   return {
     proc,
     stop: async () => {
