@@ -179,6 +179,13 @@ export class JournalRing {
     this.#pos = (start + bytes) % JOURNAL_BYTES;
   }
 
+  /** Bytes of the ring held by records the index does not hold durably yet. */
+  get liveBytes(): number {
+    let bytes = 0;
+    for (const e of this.#live) bytes += e.end - e.start;
+    return bytes;
+  }
+
   get position(): number {
     return this.#pos;
   }
