@@ -191,7 +191,12 @@ export class ShardService {
   /** Checks the request's epoch and this disk's role; returns the shard's placement. */
   async #route(h: RequestHeader, role: 'primary' | 'replica'): Promise<ShardPlacement> {
     let router = this.#o.view.router;
-    if (h.epoch > router.epoch) router = await this.#o.view.refresh();
+    // The map the request was planned on may reach this server's map file a moment later; one
+    // refresh is not enough (it may join a load that began before the file changed).
+    if (h.epoch > router.epoch) router = await this.#o.view.atLeast(h.epoch, MAP_CATCH_UP_MS);
+    // Still behind: deciding this disk's role (and a write's replicas) on an older map than the
+    // client's could leave out a copy the newer map has. The client retries.
+    if (h.epoch > router.epoch) throw new StorpoolError('MAP_ERR_STALE_EPOCH', `disk ${this.#o.diskId} is at map epoch ${router.epoch}, behind the request's ${h.epoch}; retry once its map catches up`);
     if (h.epoch < router.epoch) {
       this.counters.staleEpochRefused++;
       throw new StorpoolError('MAP_ERR_STALE_EPOCH', `request epoch ${h.epoch} < server epoch ${router.epoch}`);
