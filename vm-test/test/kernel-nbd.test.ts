@@ -93,7 +93,7 @@ describe('kernel NBD client in a QEMU guest against storpool', () => {
     const { clock } = await runGuest([{ dev: '/dev/nbd0', fs: 'ext4', label: 'kill', copies: 3, bigMiB: 32 }], (line) => {
       if (line.startsWith('@@STEP write-start-kill') && restart === undefined) {
         restart = (async () => {
-          await new Promise((r) => setTimeout(r, 1500));
+          await new Promise((r) => setTimeout(r, 500));
           await cluster.killServer(2);
           killedAt = Date.now();
           await new Promise((r) => setTimeout(r, 3000));
@@ -106,9 +106,11 @@ describe('kernel NBD client in a QEMU guest against storpool', () => {
     await restart;
     expect(killedAt).toBeGreaterThan(0);
     expect(restartedAt).toBeGreaterThan(killedAt);
-    // the outage really overlapped the guest's writes (each copy is synced to the device)
+    // the whole outage lay inside the guest's writes, and a copy was synced to the device after
+    // the kill (how many syncs came before it depends on the machine's speed)
+    expect(clock.at.get('write-start-kill')).toBeLessThan(killedAt);
     expect(clock.at.get('write-done-kill')).toBeGreaterThan(restartedAt);
-    expect(clock.at.get('synced-kill-1')).toBeGreaterThan(killedAt);
+    expect(clock.at.get('synced-kill-3')).toBeGreaterThan(killedAt);
   }, 660_000);
 
   it('the same over a lossy, slow link (tc netem in the guest: 20±5 ms delay, 2% loss): fsck clean, checksums match', async () => {
