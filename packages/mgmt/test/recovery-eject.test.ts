@@ -15,7 +15,7 @@ import { FileShardMapSource, StorpoolClient, type Volume, type VolumeSpec } from
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
-import { reportOnTimeout, testLog, until } from './recovery-helpers.js';
+import { clientAtModelMap, reportOnTimeout, testLog, until } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -93,8 +93,7 @@ function startLoad(): { writes: () => number; stop: () => Promise<{ writes: numb
 
 /** Every object right through the volume and on every in-sync copy of its shard. */
 async function verifyAll(): Promise<void> {
-  const epoch = (await cluster!.service.model.read()).shardMap!.epoch;
-  await until('the client at the current map', async () => ((await client.refreshMap()).epoch >= epoch ? true : undefined), 120_000);
+  await clientAtModelMap(cluster!, client);
   for (let i = 0; i < OBJECTS; i++) {
     const want = block(i, acked.get(i)!);
     expect((await volume.read(i * OBJECT + 4096, 4096)).equals(want), `object ${i}`).toBe(true);

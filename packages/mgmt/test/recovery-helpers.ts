@@ -1,6 +1,6 @@
 /** What the recovery tests share: polling, a volume's client spec, starting a storage server again, a report of the cluster's state when a wait times out. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { VolumeSpec } from '@storpool/client';
+import type { StorpoolClient, VolumeSpec } from '@storpool/client';
 import { SERVER_BIN, type LocalCluster } from '@storpool/local';
 import { pino, type Logger } from 'pino';
 
@@ -63,6 +63,16 @@ export function testLog(keep = 80): TestLog {
     },
   });
   return { log, tail: () => lines.join('\n') };
+}
+
+/**
+ * Waits until `client` has read, from the map file, at least the map the management service
+ * holds now: the file may publish it a moment later, and a client a map behind still sees a
+ * joining disk as joining (it serves no reads) or a dead one as in sync.
+ */
+export async function clientAtModelMap(cluster: LocalCluster, client: StorpoolClient): Promise<void> {
+  const epoch = (await cluster.service.model.read()).shardMap!.epoch;
+  await until(`the client at map epoch ${epoch}`, async () => ((await client.refreshMap()).epoch >= epoch ? true : undefined), 120_000);
 }
 
 /** The client-library spec of a volume the management service knows by name. */

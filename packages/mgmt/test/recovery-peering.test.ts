@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Recovery } from '../src/recovery.js';
 import { Api } from './helpers.js';
-import { reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
+import { clientAtModelMap, reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -138,7 +138,7 @@ describe('peering after a failover', () => {
       if (g.shards[shard]!.includes(primary) || cluster.service.recovery.counters.objectsPeered === peeredBefore) return undefined;
       return true;
     });
-    await client.refreshMap();
+    await clientAtModelMap(cluster, client);
     const now = client.router.locate(s.group, placementId, 0).replicas;
     expect([...now].sort()).toEqual([a, b].sort());
     const copies = await Promise.all(now.map((d) => read(d)));
@@ -163,7 +163,7 @@ describe('peering after a failover', () => {
       const g = (await cluster.service.model.read()).shardMap!.groups.find((x) => x.id === s.group)!;
       return g.shards[shard]!.includes(primary) && (g.joining ?? []).every((j) => j.length === 0) ? true : undefined;
     });
-    await client.refreshMap();
+    await clientAtModelMap(cluster, client);
     const back = await read(primary);
     expect(back.data.equals(winner)).toBe(true);
     expect(back.version).toBe(copies[0]!.version);

@@ -11,7 +11,7 @@ import { FileShardMapSource, StorpoolClient } from '@storpool/client';
 import { startLocalCluster, type LocalCluster } from '@storpool/local';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
-import { reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
+import { clientAtModelMap, reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -94,7 +94,7 @@ describe('a storage server dies and comes back', () => {
     expect((await cluster.service.model.read()).disks.get(victim)?.down).toBe(true);
     restart(victim);
     // Back: up, joining, copied, promoted.
-    const synced = await until('disk 2 back in sync', async () => {
+    await until('disk 2 back in sync', async () => {
       const m = await mapOf();
       const gg = m.groups.find((x) => x.id === group)!;
       return gg.joining!.every((j) => j.length === 0) && gg.shards.every((r) => r.length === 3) ? m : undefined;
@@ -110,9 +110,8 @@ describe('a storage server dies and comes back', () => {
     } else {
       expect(after.bytesCopied - atKill.bytesCopied).toBeGreaterThanOrEqual(changed.length * 2 * 4096);
     }
-    // Every copy of every object equal, and right: read at (at least) the map that has disk 2 in
-    // sync, which the map file may publish a moment after the management service holds it.
-    await until('the client at the map with disk 2 in sync', async () => ((await client.refreshMap()).epoch >= synced.epoch ? true : undefined));
+    // Every copy of every object equal, and right (read at the map that has disk 2 in sync).
+    await clientAtModelMap(cluster, client);
     const s = await volumeSpec(cluster, 'r');
     for (let i = 0; i < OBJECTS; i++) {
       for (const b of [0, 500]) {
