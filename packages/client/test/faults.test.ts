@@ -142,7 +142,10 @@ describe('fault injection', () => {
     expect(after.store.corruptBlocksFound).toBe(20);
     expect(after.store.corruptBlocksRepaired).toBe(20);
     expect(after.service.readRepairs).toBe(20);
-    expect(cluster.servers.get(victim)!.log.filter((l) => l.includes('corrupt block repaired from replica'))).toHaveLength(20);
+    // The server's log reaches us through a pipe, possibly after its replies: wait for the lines.
+    const repairLines = (): number => cluster!.servers.get(victim)!.log.filter((l) => l.includes('corrupt block repaired from replica')).length;
+    for (let i = 0; i < 50 && repairLines() < 20; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(repairLines()).toBe(20);
     // Repaired on disk: the primary's own copy is good again, with no new findings.
     for (const o of objects) expect((await client.readReplica(victim, 1, 9, o, 0, 256 * 1024)).data.equals(model.get(o)!)).toBe(true);
     const again = (await client.diskStats(victim)) as { store: { corruptBlocksFound: number } };
