@@ -36,12 +36,14 @@ export class FileShardMapSource implements ShardMapSource {
 }
 
 /**
- * Holds the current router and refreshes it from the source, one load at a time (concurrent
- * callers share it). Never goes back to an older epoch.
+ * Holds the current router and refreshes it from the source, one load at a time. Never goes back
+ * to an older epoch.
  */
 export class ShardMapView {
   #router: ShardRouter;
   #loading: Promise<ShardRouter> | undefined;
+  /** The load queued behind a running one, shared by every caller that came while it ran. */
+  #queued: Promise<ShardRouter> | undefined;
   readonly #source: ShardMapSource;
 
   private constructor(source: ShardMapSource, router: ShardRouter) {
@@ -73,8 +75,23 @@ export class ShardMapView {
     return router;
   }
 
+  /**
+   * The newest map as of a load that began after this call: a load already running may have read
+   * the source before whatever made the caller refresh (a stale-epoch answer, a map just
+   * published), so the caller gets the next one, which every caller meanwhile shares.
+   */
   refresh(): Promise<ShardRouter> {
-    this.#loading ??= this.#source
+    if (this.#loading !== undefined) {
+      this.#queued ??= this.#loading.then(
+        () => undefined,
+        () => undefined,
+      ).then(() => {
+        this.#queued = undefined;
+        return this.refresh();
+      });
+      return this.#queued;
+    }
+    this.#loading = this.#source
       .load()
       .then((map) => {
         if (map.epoch > this.#router.epoch) this.#router = new ShardRouter(map);
