@@ -15,7 +15,7 @@ import { startLocalCluster, SERVER_BIN, type LocalCluster } from '@storpool/loca
 import { freePort } from '@storpool/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Api } from './helpers.js';
-import { reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
+import { clientAtModelMap, reportOnTimeout, startServer, testLog, until, volumeSpec } from './recovery-helpers.js';
 
 const MiB = 1024 * 1024;
 const OBJECT = 4 * MiB;
@@ -116,8 +116,7 @@ describe('copies lost and rebuilt', () => {
       return st.disks.get(3)?.down === true && st.disks.get(4)?.down === true ? st.shardMap!.groups.find((g) => g.id === s.group)! : undefined;
     });
     expect(degraded.minReplicas).toBe(2);
-    const epoch = (await cluster.service.model.read()).shardMap!.epoch;
-    await until('the client at the degraded map', async () => ((await client.refreshMap()).epoch >= epoch ? true : undefined));
+    await clientAtModelMap(cluster, client);
     const single = [...Array(OBJECTS).keys()].filter((i) => client.router.locate(s.group, s.placementId ?? s.volumeId, i).replicas.length === 1);
     const double = [...Array(OBJECTS).keys()].filter((i) => client.router.locate(s.group, s.placementId ?? s.volumeId, i).replicas.length === 2);
     expect(single.length).toBeGreaterThan(0);
@@ -175,8 +174,7 @@ describe('copies lost and rebuilt', () => {
     expect(onFive).toBeGreaterThan(spread.shards.length / 8);
     expect(onFive).toBeLessThan(spread.shards.length);
     await cluster.service.recovery.idle();
-    const epoch5 = (await cluster.service.model.read()).shardMap!.epoch;
-    await until('the client at the map with disk 5', async () => ((await client.refreshMap()).epoch >= epoch5 ? true : undefined));
+    await clientAtModelMap(cluster, client);
     const objects5 = await client.listObjects(5);
     expect(objects5.filter((o) => o.volumeId === s.volumeId && o.allocatedBlocks > 0).length).toBeGreaterThan(0);
     await verifyAll(v, s, (i) => gen.get(i)!);

@@ -82,10 +82,7 @@ export class ShardMapView {
    */
   refresh(): Promise<ShardRouter> {
     if (this.#loading !== undefined) {
-      this.#queued ??= this.#loading.then(
-        () => undefined,
-        () => undefined,
-      ).then(() => {
+      this.#queued ??= this.#loading.catch(() => undefined).then(() => {
         this.#queued = undefined;
         return this.refresh();
       });
