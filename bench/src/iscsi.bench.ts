@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { IscsiServer, memoryBackend, volumeBackend, type LunBackend } from '@storpool/iscsi';
 import { LocalCluster, freePort } from '@storpool/testkit';
+import { cpuMs, load1 } from './proc.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SIZE = 512 * 1024 ** 2;
@@ -42,16 +43,6 @@ const SKIPPED: Measured = { iops: NaN, targetCpuMs: NaN, serverCpuMs: NaN, targe
 interface Measured { iops: number; targetCpuMs: number; serverCpuMs: number; targetSyscalls: number; load: number }
 interface Numbers { perfRandRead: Measured; qemuWrite: Measured; qemuRead: Measured }
 
-/** CPU ms (user + system) a process has used so far, from /proc (0 once it is gone). */
-function cpuMs(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-  } catch {
-    return 0;
-  }
-}
-
 /** Read-like plus write-like system calls (read, recv, write, writev, ...) of a process so far (/proc/PID/io). */
 function syscalls(pid: number): number {
   try {
@@ -61,8 +52,6 @@ function syscalls(pid: number): number {
     return NaN;
   }
 }
-
-const load1 = (): number => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 
 /**
  * Runs `fn` (which returns ops and seconds) and charges the CPU of `target` (the pid whose work
@@ -138,7 +127,8 @@ async function main(): Promise<void> {
   let cluster: LocalCluster | undefined;
   let server: IscsiServer | undefined;
   let tgt: { proc: ChildProcess; exited: Promise<void> } | undefined;
-  const control = 20000 + (process.pid % 20000);
+  // tgtd refuses a control port above 32767
+  const control = 20000 + (process.pid % 10000);
   const loadBefore = load1();
   try {
     console.log(`storpool iSCSI benchmark: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? '?'}, iscsi-perf ${SECONDS} s, qemu-img bench ${QEMU_REQUESTS} requests, files in ${dir}, load ${loadBefore}`);

@@ -4,30 +4,16 @@
  * (default randread), QD (32), SECONDS_RUN (8). Prints IOPS and CPU ms per op of this process (NBD
  * server + client library), of fio, and of each storage server: the metric to compare on a busy machine.
  */
-import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { NbdServer, volumeExport } from '@storpool/nbd';
 import { LocalCluster } from '@storpool/testkit';
+import { childPids, cpuMs, load1 } from './proc.js';
 
 const rep = Number(process.env.REP ?? 3);
 const qd = Number(process.env.QD ?? 32);
 const rw = process.env.RW ?? 'randread';
 const seconds = Number(process.env.SECONDS_RUN ?? 8);
 const SIZE = 1024 ** 3;
-/** CPU ms (user + system) of a process, from /proc. */
-const cpu = (pid: number): number => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
-};
-/** Child process ids of a process. */
-const children = (pid: number): number[] => {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-};
-
 const cluster = await LocalCluster.start({ disks: 3, replications: [rep], diskSizeBytes: 2 * 1024 ** 3, logLevel: 'warn', preallocate: true });
 const server = new NbdServer({ exports: [volumeExport((await cluster.client()).volume({ volumeId: 1, sizeBytes: SIZE, group: 1 }), { name: 'v' })] });
 try {
@@ -37,14 +23,15 @@ try {
   // Unmeasured first: V8 optimizes the hot paths.
   await execa('fio', ['--name=warm', ...target, `--rw=${rw}`, '--bs=4k', `--iodepth=${qd}`, '--runtime=3', '--time_based', '--norandommap']);
   const pids = [...cluster.servers.values()].map((s) => s.proc!.pid!);
-  const before = pids.map(cpu);
+  const before = pids.map(cpuMs);
   const self0 = process.cpuUsage();
   const fio = execa('fio', ['--name=run', ...target, `--rw=${rw}`, '--bs=4k', `--iodepth=${qd}`, `--runtime=${seconds}`, '--time_based', '--norandommap', '--output-format=json']);
   // fio forks its job processes: their CPU, sampled until they end.
   const fioCpu = new Map<number, number>();
   const sample = setInterval(() => {
-    for (const pid of [fio.pid!, ...children(fio.pid!)]) {
-      try { fioCpu.set(pid, cpu(pid)); } catch { /* ended */ }
+    for (const pid of [fio.pid!, ...childPids(fio.pid!)]) {
+      const ms = cpuMs(pid);
+      if (ms > 0) fioCpu.set(pid, ms);
     }
   }, 100);
   const { stdout } = await fio;
@@ -53,8 +40,8 @@ try {
   const self = process.cpuUsage(self0);
   const ops = (job.read.total_ios as number) + (job.write.total_ios as number);
   const per = (ms: number): string => (ms / ops).toFixed(3);
-  const servers = pids.map((p, i) => cpu(p) - before[i]!);
-  console.log(`rep${rep} 4K ${rw} QD${qd} via NBD: ${(ops / seconds).toFixed(0)} IOPS; load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}`);
+  const servers = pids.map((p, i) => cpuMs(p) - before[i]!);
+  console.log(`rep${rep} 4K ${rw} QD${qd} via NBD: ${(ops / seconds).toFixed(0)} IOPS; load ${load1()}`);
   console.log(`CPU ms per op: nbd+client ${per((self.user + self.system) / 1000)} (user ${per(self.user / 1000)} sys ${per(self.system / 1000)}), fio ~${per([...fioCpu.values()].reduce((a, b) => a + b, 0))}, servers ${servers.map(per).join(' ')}`);
 } finally {
   await server.close();
