@@ -37,7 +37,7 @@ async function reopenBothWays(path: string, dir: string, check: (store: DiskStor
 
 describe('forgetting objects', () => {
   it('releases the blocks, drops the entry and its version; a trim keeps them; both survive reopen and replay', async () => {
-    dir = await makeTempDir('storpool-forget-');
+    dir = await makeTempDir('forget');
     const path = await formatTestDisk(dir);
     let store = await DiskStore.open(path);
     const a = { volumeId: 7, objectIndex: 1 };
@@ -77,7 +77,7 @@ describe('forgetting objects', () => {
   });
 
   it('setVersion sets the version exactly, lower included, keeps the blocks; 0 on an emptied object drops it; both survive reopen and replay', async () => {
-    dir = await makeTempDir('storpool-setversion-');
+    dir = await makeTempDir('setversion');
     const path = await formatTestDisk(dir);
     let store = await DiskStore.open(path);
     const a = { volumeId: 9, objectIndex: 1 };

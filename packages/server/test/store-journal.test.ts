@@ -20,7 +20,7 @@ describe('index journal', () => {
   it('replays acknowledged cycles into an index that lost them', async () => {
     const seed = Date.now() % 100000;
     const r = rng(seed);
-    dir = await makeTempDir('storpool-journal-');
+    dir = await makeTempDir('journal');
     const path = await formatTestDisk(dir);
     const model = new Map<string, Buffer | 'zero'>();
     const key = (o: number) => ({ volumeId: 5, objectIndex: o });

@@ -11,7 +11,7 @@ afterEach(async () => {
 
 describe('zero markers', () => {
   it('read as zeros, hold no block, survive reopen, and are replaced by writes and removed by trims', async () => {
-    dir = await makeTempDir('storpool-zero-');
+    dir = await makeTempDir('zero');
     const path = await formatTestDisk(dir);
     let store = await DiskStore.open(path);
     const key = { volumeId: 3, objectIndex: 1 };
