@@ -4,6 +4,7 @@
  * this process. The catalog (targets, initiators, portal groups) is swapped as a whole.
  */
 import { createServer, type Server, type Socket } from 'node:net';
+import { BatchedWriter } from '@storpool/net';
 import { pino, type Logger } from 'pino';
 import { IscsiConnection } from './connection.js';
 import { MemoryReservationStore } from './reservations.js';
@@ -78,7 +79,7 @@ export class IscsiServer {
     socket.setNoDelay(true);
     const local = { host: socket.localAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', port: socket.localPort ?? ISCSI_PORT_DEFAULT };
     let closed = false;
-    let corked = false;
+    const out = new BatchedWriter(socket);
     const conn: IscsiConnection = new IscsiConnection({
       catalog: () => this.#catalog,
       portalGroupTag: tag,
@@ -106,19 +107,7 @@ export class IscsiServer {
     }, {
       send: (bufs) => {
         if (closed) return;
-        // Everything sent in one turn of the event loop (Data-In segments, responses of the commands
-        // that several storage servers' replies completed) goes out in one writev: the flush runs
-        // after the poll phase has handled every socket that was ready, not after each one's tick
-        // (measured: ~7% fewer system calls per command on an in-memory LUN at QD32).
-        if (!corked) {
-          corked = true;
-          socket.cork();
-          setImmediate(() => {
-            corked = false;
-            socket.uncork();
-          });
-        }
-        for (const b of bufs) socket.write(b);
+        out.write(bufs);
         if (socket.writableLength > SEND_QUEUE_BYTES_MAX && !socket.isPaused()) {
           socket.pause();
           socket.once('drain', () => socket.resume());
@@ -129,7 +118,7 @@ export class IscsiServer {
         closed = true;
         if (error) this.counters.protocolErrors++;
         this.log.debug({ reason, remote: socket.remoteAddress }, 'closing connection');
-        socket.end();
+        out.end();
         // A peer that never reads must not keep the socket forever.
         setTimeout(() => socket.destroy(), 5_000).unref();
       },

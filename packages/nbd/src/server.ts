@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { lstat, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { ERRORS, StorpoolError, toStorpoolError } from '@storpool/errors';
+import { BatchedWriter } from '@storpool/net';
 import { pino, type Logger } from 'pino';
 import { NbdSession, REQUESTS_IN_FLIGHT_MAX } from './session.js';
 import type { NbdCatalog, NbdEffect, NbdExport, NbdIo, NbdIoResult } from './types.js';
@@ -147,6 +148,7 @@ function listen(server: Server, start: () => void): Promise<void> {
 /** One client connection: runs its session's effects. */
 class Connection {
   readonly #socket: Socket;
+  readonly #out: BatchedWriter;
   readonly #session: NbdSession;
   readonly #log: Logger;
   readonly #counters: NbdServerCounters;
@@ -159,6 +161,7 @@ class Connection {
 
   constructor(socket: Socket, session: NbdSession, log: Logger, counters: NbdServerCounters, sendBufferBytesMax: number, lookup: (name: string) => NbdExport | undefined) {
     this.#socket = socket;
+    this.#out = new BatchedWriter(socket);
     this.#session = session;
     this.#log = log;
     this.#counters = counters;
@@ -208,7 +211,7 @@ class Connection {
       switch (e.type) {
         case 'send':
           if (this.#ended || this.#socket.destroyed) break;
-          for (const b of e.data) this.#socket.write(b);
+          this.#out.write(e.data);
           break;
         case 'io':
           this.#run(e.io);
@@ -232,7 +235,7 @@ class Connection {
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.#socket.end();
+    this.#out.end();
     setTimeout(() => this.#socket.destroy(), CLOSE_GRACE_MS).unref();
   }
 

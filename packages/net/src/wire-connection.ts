@@ -4,6 +4,7 @@
  * Used by the client library (to primaries) and by primaries (to their replicas).
  */
 import { Socket, connect } from 'node:net';
+import { BatchedWriter } from './batched-writer.js';
 import { StorpoolError, codeFromWire } from '@storpool/errors';
 import {
   CONNECT_TIMEOUT_MS,
@@ -76,13 +77,14 @@ export class WireConnection {
   #nextId = 1;
   #closed: StorpoolError | undefined;
   #timer: NodeJS.Timeout;
-  #corked = false;
+  #out: BatchedWriter;
   hello: HelloReply | undefined;
   #onClose: ((err: StorpoolError) => void)[] = [];
 
   private constructor(socket: Socket, address: DiskAddress, reads: ReadSink) {
     this.#socket = socket;
     this.address = address;
+    this.#out = new BatchedWriter(socket);
     socket.setNoDelay(true);
     reads.attach((chunk) => this.#onData(chunk));
     socket.on('error', (err) => this.#fail(new StorpoolError('CLIENT_ERR_CONNECTION', `${address.host}:${address.port}: ${err.message}`)));
@@ -160,17 +162,8 @@ export class WireConnection {
     const promise = new Promise<ReplyFrame>((resolve, reject) => {
       this.#pending.set(requestId, { resolve, reject, deadline: Date.now() + timeoutMs });
     });
-    // Cork until the end of this tick so that a burst of requests leaves in one writev.
-    if (!this.#corked) {
-      this.#corked = true;
-      this.#socket.cork();
-      process.nextTick(() => {
-        this.#corked = false;
-        this.#socket.uncork();
-      });
-    }
-    this.#socket.write(header);
-    for (const part of payload) if (part.length > 0) this.#socket.write(part);
+    this.#out.write([header]);
+    this.#out.write(payload);
     return promise;
   }
 

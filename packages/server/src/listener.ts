@@ -6,6 +6,7 @@
 import { AssertionError } from 'node:assert';
 import { createServer, type Server, type Socket } from 'node:net';
 import { StorpoolError, toStorpoolError, wireStatus } from '@storpool/errors';
+import { BatchedWriter } from '@storpool/net';
 import {
   CONNECTION_REQUESTS_IN_FLIGHT_MAX,
   Op,
@@ -74,7 +75,7 @@ export class StorageListener {
     let greeted = false;
     let inFlight = 0;
     let paused = false;
-    let corked = false;
+    const out = new BatchedWriter(socket);
 
     const send = (requestId: number, status: number, version: number, payload: readonly Uint8Array[]): void => {
       if (socket.destroyed) return;
@@ -82,16 +83,8 @@ export class StorageListener {
       for (const p of payload) payloadBytes += p.length;
       const header = Buffer.allocUnsafe(REPLY_HEADER_BYTES);
       encodeReplyHeader({ status, flags: 0, requestId, payloadBytes, version, epoch: this.#o.service.epoch }, header);
-      if (!corked) {
-        corked = true;
-        socket.cork();
-        process.nextTick(() => {
-          corked = false;
-          socket.uncork();
-        });
-      }
-      socket.write(header);
-      for (const p of payload) if (p.length > 0) socket.write(p);
+      out.write([header]);
+      out.write(payload);
     };
 
     const fail = (requestId: number, err: StorpoolError): void => {
@@ -108,7 +101,7 @@ export class StorageListener {
           this.counters.connectionsRefused++;
           log.warn({ reason: refusal.message }, 'connection refused');
           fail(h.requestId, refusal);
-          socket.end();
+          out.end();
           return;
         }
         greeted = true;
