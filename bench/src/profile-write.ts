@@ -116,5 +116,11 @@ try {
     console.log(`    threads: ${parts.map(([name, ms]) => `${name} ${per(ms)}`).join(', ')}`);
   });
   console.log(`  total ${per(total)} ms CPU per op`);
+  if (reading) {
+    for (const d of [1, 2, 3]) {
+      const s = (await client.diskStats(d)) as { store: { syncReads: number; asyncReads: number; slowSyncReads: number } };
+      console.log(`disk ${d}: ${s.store.syncReads} synchronous reads, ${s.store.asyncReads} through the threadpool, ${s.store.slowSyncReads} slow`);
+    }
+  }
   if (!reading) for (const d of [1, 2, 3]) { const s = (await client.diskStats(d)) as { store: { commits: number; writesCommitted: number } }; console.log(`disk ${d}: ${s.store.commits} commits, ${(s.store.writesCommitted / s.store.commits).toFixed(1)} writes/commit`); }
 } finally { await cluster.stop(); }

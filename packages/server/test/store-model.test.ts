@@ -121,14 +121,23 @@ describe('DiskStore against an in-memory model', () => {
         const r = rng(seed);
         const model = new Model();
         const version = { v: 0 };
-        let store = await DiskStore.open(disk);
+        // Every other open reads through the threadpool only (the other: synchronous page-cache reads).
+        let opens = 0;
+        const open = (): Promise<DiskStore> => DiskStore.open(disk, { readPath: opens++ % 2 === 1 ? { syncBytesMax: 0 } : {} });
+        const checkReadPath = (): void => {
+          const s = store.stats();
+          if (opens % 2 === 0) expect(s.syncReads).toBe(0);
+          expect(s.syncReads + s.asyncReads).toBeGreaterThan(0);
+        };
+        let store = await open();
         try {
           for (let i = 0; i < 60; i++) {
             await round(store, model, r, version);
             await checkAll(store, model, r);
             if (i % 15 === 14) {
+              checkReadPath();
               await store.close();
-              store = await DiskStore.open(disk);
+              store = await open();
               await checkAll(store, model, r);
             }
           }

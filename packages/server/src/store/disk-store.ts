@@ -23,7 +23,7 @@ import fs from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { BlockAllocator, type Extent } from './allocator.js';
 import { checkIdentity, defaultIndexDir, indexExists, openIndexDb, type IndexDb } from './index-db.js';
-import { preadAll, preadAllAsync, storeError, writevAll, writevAllSync, type Done } from './io.js';
+import { preadAll, preadAllAsync, preadAllSync, storeError, writevAll, writevAllSync, type Done } from './io.js';
 import {
   blockKeyBytes,
   checkObjectKey,
@@ -40,6 +40,7 @@ import {
 import { CYCLE_BYTES_MAX, CYCLE_OPS_MAX, CYCLE_SYNC_WRITE_BYTES_MAX, LIST_OBJECTS_LIMIT_MAX, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS, ZERO_MARKER_PHYSICAL } from './limits.js';
 import { acquireDiskLock } from './lock.js';
 import { JOURNAL_BYTES, JOURNAL_OFFSET, JournalRing, RECORD_HEADER_BYTES, decodeRecord, encodeRecord, journalSalt, recordBodyBytes, recordBytes, type JournalOp } from './journal.js';
+import { ReadPath, type ReadPathOptions } from './read-path.js';
 import { chooseSuperblock, type Superblock } from './superblock.js';
 
 export interface DiskStoreOptions {
@@ -47,6 +48,8 @@ export interface DiskStoreOptions {
   indexDir?: string;
   /** Default: a silent logger. */
   logger?: Logger;
+  /** When small reads go synchronously (page-cache hits) instead of through the threadpool. */
+  readPath?: Partial<ReadPathOptions>;
 }
 
 export interface ReadResult {
@@ -81,6 +84,10 @@ export interface StoreStats {
   corruptBlocksFound: number;
   corruptBlocksRepaired: number;
   noSpaceErrors: number;
+  /** Reads done synchronously on the event loop / through the threadpool (see read-path.ts). */
+  syncReads: number;
+  asyncReads: number;
+  slowSyncReads: number;
 }
 
 type OpKind = 'write' | 'trim' | 'zero' | 'repair' | 'forget' | 'version';
@@ -134,6 +141,7 @@ export class DiskStore {
   private readonly allocator: BlockAllocator;
   private readonly log: Logger;
   private readonly releaseLock: () => Promise<void>;
+  private readonly readPath: ReadPath;
 
   private queue: Op[] = [];
   /** Sequence number of the last journal record written. */
@@ -194,6 +202,7 @@ export class DiskStore {
     log: Logger;
     releaseLock: () => Promise<void>;
     journal: { seq: number; pos: number };
+    readPath: ReadPath;
   }) {
     this.journalSeq = init.journal.seq;
     this.publishedSeq = init.journal.seq;
@@ -209,6 +218,7 @@ export class DiskStore {
     this.allocator = init.allocator;
     this.log = init.log;
     this.releaseLock = init.releaseLock;
+    this.readPath = init.readPath;
     this.reader = this.overlayReader();
   }
 
@@ -249,7 +259,7 @@ export class DiskStore {
       const allocator = rebuildAllocator(db, superblock, indexDir);
       log.info({ path, indexDir, diskId: superblock.diskId, blocksUsed: allocator.usedBlocks, blocksTotal: allocator.blockCount, journalSeq: journal.seq }, 'disk store opened');
       const fd = fs.openSync(path, 'r+');
-      return new DiskStore({ path, indexDir, superblock, fd, db, allocator, log, releaseLock, journal });
+      return new DiskStore({ path, indexDir, superblock, fd, db, allocator, log, releaseLock, journal, readPath: new ReadPath(opts.readPath) });
     } catch (err) {
       if (db !== null) await db.root.close();
       if (releaseLock !== null) await releaseLock();
@@ -444,6 +454,7 @@ export class DiskStore {
       blocksUsed: this.allocator.usedBlocks,
       blocksFree: this.allocator.freeBlocks,
       ...this.counters,
+      ...this.readPath.counters,
     };
   }
 
@@ -886,6 +897,18 @@ export class DiskStore {
   private readRuns(data: Buffer, lookup: Lookup): Promise<void> {
     const runs = contiguousRuns(lookup.index, lookup.phys);
     if (runs.length === 0) return Promise.resolve();
+    if (this.readPath.trySync(lookup.index.length * BLOCK_BYTES)) {
+      const start = this.readPath.now();
+      try {
+        for (const r of runs) {
+          preadAllSync(this.fd, data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES), this.superblock.dataOffset + r.physical * BLOCK_BYTES);
+        }
+      } catch (err) {
+        return Promise.reject(storeError(err, `reading ${this.path}`));
+      }
+      this.readPath.took(start, this.readPath.now());
+      return Promise.resolve();
+    }
     return new Promise((resolve, reject) => {
       let pending = runs.length;
       let firstErr: unknown = null;

@@ -104,6 +104,16 @@ export function storeError(err: unknown, what: string): StorpoolError {
   return mapped;
 }
 
+/** Synchronous preadAll (page-cache hits: see read-path.ts). Throws the fs error. */
+export function preadAllSync(fd: number, buf: Buffer, position: number): void {
+  let at = 0;
+  while (at < buf.length) {
+    const n = fs.readSync(fd, buf, at, buf.length - at, position + at);
+    if (n === 0) throw new StorpoolError('STORE_ERR_IO', `short read at byte ${position + at}: the disk is smaller than its superblock says`);
+    at += n;
+  }
+}
+
 export function preadAllAsync(fd: number, buf: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => preadAll(fd, buf, position, (err) => (err ? reject(err) : resolve())));
 }
