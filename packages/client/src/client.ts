@@ -146,7 +146,9 @@ export class StorpoolClient {
       try {
         const { shard, replicas } = router.locate(group, placementId, objectIndex);
         const conn = await this.#pool.get(replicas[0]!);
-        const reply = await conn.request({ ...fill, epoch: router.epoch, group, parentCount, volumeId, objectIndex, version: fill.version ?? 0, placementId, shard }, withParents, this.#requestTimeoutMs);
+        // Every field spelled out: one object shape for every request (a spread of `fill` was not).
+        const fields: WireRequest = { op: fill.op, flags: fill.flags, epoch: router.epoch, group, parentCount, volumeId, objectIndex, offset: fill.offset, length: fill.length, version: fill.version ?? 0, placementId, shard };
+        const reply = await conn.request(fields, withParents, this.#requestTimeoutMs);
         check?.(reply);
         return reply;
       } catch (err) {
@@ -352,17 +354,25 @@ export class Volume {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.#check(offset, length, false);
+    const pieces = splitByObject(offset, length);
+    // Within one object (nearly every read): the reply's bytes, not a copy.
+    if (pieces.length === 1) return (await this.#readPiece(pieces[0]!)).subarray(0, length);
     const out = Buffer.allocUnsafe(length);
     await Promise.all(
-      splitByObject(offset, length).map(async (p) => {
-        const reply = await this.#client.toPrimary(this.#target, p.objectIndex, { op: Op.READ, flags: 0, offset: p.offset, length: p.length }, [], (r) => {
-          const { data, crcs } = splitDataPayload(r.payload, p.length);
-          if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `read of volume ${this.spec.volumeId} object ${p.objectIndex}: data does not match its CRC32C`);
-        });
-        reply.payload.copy(out, p.at, 0, p.length);
+      pieces.map(async (p) => {
+        (await this.#readPiece(p)).copy(out, p.at, 0, p.length);
       }),
     );
     return out;
+  }
+
+  /** One object's part of a read: the reply payload, its data first (checked against its CRCs). */
+  async #readPiece(p: Piece): Promise<Buffer> {
+    const reply = await this.#client.toPrimary(this.#target, p.objectIndex, { op: Op.READ, flags: 0, offset: p.offset, length: p.length }, [], (r) => {
+      const { data, crcs } = splitDataPayload(r.payload, p.length);
+      if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `read of volume ${this.spec.volumeId} object ${p.objectIndex}: data does not match its CRC32C`);
+    });
+    return reply.payload;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

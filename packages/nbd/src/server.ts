@@ -154,7 +154,9 @@ class Connection {
   readonly #counters: NbdServerCounters;
   readonly #sendBufferBytesMax: number;
   readonly #lookup: (name: string) => NbdExport | undefined;
-  readonly #running = new Set<Promise<void>>();
+  /** Backend calls running, and who waits for none to be. */
+  #running = 0;
+  readonly #idle: (() => void)[] = [];
   #backend: NbdExport | undefined;
   #paused = false;
   #ended = false;
@@ -193,7 +195,7 @@ class Connection {
 
   /** Resolves when no backend call of this connection is running. */
   async settled(): Promise<void> {
-    while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+    if (this.#running > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
   }
 
   /** A bug in the session must not take the whole service down: log it, drop this connection. */
@@ -241,20 +243,21 @@ class Connection {
 
   #run(io: NbdIo): void {
     this.#counters.requests++;
+    this.#running++;
     const backend = this.#backend;
-    const task = (async (): Promise<NbdIoResult> => {
-      if (backend === undefined) throw new StorpoolError('CONFIG_ERR_INVALID', 'export was removed');
-      return execute(backend, io);
-    })()
-      .catch((err: unknown): NbdIoResult => {
-        const e = toStorpoolError(err);
-        this.#counters.requestErrors++;
-        this.#log.warn({ op: io.op, code: e.code, message: e.message }, 'nbd request failed');
-        return { ok: false, errno: ERRORS[e.code].nbdErrno, message: `${e.code}: ${e.message}` };
-      })
-      .then((result) => this.#guard(() => this.#apply(this.#session.complete(io.id, result))));
-    this.#running.add(task);
-    void task.finally(() => this.#running.delete(task));
+    const finish = (result: NbdIoResult): void => {
+      this.#guard(() => this.#apply(this.#session.complete(io.id, result)));
+      if (--this.#running === 0) for (const wake of this.#idle.splice(0)) wake();
+    };
+    const failed = (err: unknown): void => {
+      const e = toStorpoolError(err);
+      this.#counters.requestErrors++;
+      this.#log.warn({ op: io.op, code: e.code, message: e.message }, 'nbd request failed');
+      finish({ ok: false, errno: ERRORS[e.code].nbdErrno, message: `${e.code}: ${e.message}` });
+    };
+    // One promise reaction per request (not catch/then/finally chains): they are the hot path.
+    const task = backend === undefined ? Promise.reject(new StorpoolError('CONFIG_ERR_INVALID', 'export was removed')) : execute(backend, io);
+    task.then(finish, failed);
   }
 
   /** Backpressure: stop reading while the session is saturated or replies pile up unsent. */

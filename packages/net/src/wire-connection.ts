@@ -13,13 +13,13 @@ import {
   ReplyDecoder,
   decodeHelloReply,
   encodeHelloRequest,
-  encodeRequestHeader,
+  encodeRequestFields,
   REQUEST_HEADER_BYTES,
   type DiskAddress,
   type HelloReply,
   type PeerRole,
   type ReplyFrame,
-  type RequestHeader,
+  type RequestFields,
 } from '@storpool/protocol';
 
 export interface WireConnectionOptions {
@@ -32,7 +32,7 @@ export interface WireConnectionOptions {
   connectTimeoutMs?: number;
 }
 
-export type WireRequest = Omit<RequestHeader, 'requestId' | 'payloadBytes'>;
+export type WireRequest = RequestFields;
 
 interface Pending {
   resolve: (frame: ReplyFrame) => void;
@@ -158,7 +158,7 @@ export class WireConnection {
     let payloadBytes = 0;
     for (const part of payload) payloadBytes += part.length;
     const header = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
-    encodeRequestHeader({ ...h, requestId, payloadBytes }, header, 0);
+    encodeRequestFields(h, requestId, payloadBytes, header, 0);
     const promise = new Promise<ReplyFrame>((resolve, reject) => {
       this.#pending.set(requestId, { resolve, reject, deadline: Date.now() + timeoutMs });
     });
