@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StorpoolApi } from '@storpool/api-client';
 import { FileShardMapSource, StorpoolClient } from '@storpool/client';
+import { DAEMON_NODE_FLAGS } from '@storpool/daemon';
 import { NetnsLab, SERVER_BIN, freePort, type LabHost, type LabProcess, type PartitionPeers } from '@storpool/testkit';
 import { startEtcd, type EtcdMember } from './etcd.js';
 
@@ -255,6 +256,7 @@ export class FaultCluster {
   async restartMgmt(): Promise<void> {
     if (this.#mgmt !== undefined && this.#mgmt.proc.exitCode === null && this.#mgmt.proc.signalCode === null) throw new Error('storpool-mgmt is running');
     this.#mgmt = spawnRoot(process.execPath, [
+      ...DAEMON_NODE_FLAGS,
       MGMT_BIN, '--etcd', this.etcd!.endpoint, '--listen', `${this.lab.rootIp}:${this.api.port}`, '--token', this.token,
       '--map-file', this.mapFile, '--log-level', this.#logLevel, ...(this.#o.mgmtArgs ?? []),
     ], join(this.dir, 'logs', 'mgmt.log'));
@@ -301,6 +303,7 @@ export class FaultCluster {
     const conf = join(this.dir, 'storpool.conf');
     await writeFile(conf, [`SP_API_HTTP_HOST=${this.lab.rootIp}`, `SP_API_HTTP_PORT=${this.api.port}`, `SP_AUTH_TOKEN=${this.token}`, `SP_OURID=${CLIENT_ID}`, ''].join('\n'), { mode: 0o600 });
     this.#block = spawnRoot(process.execPath, [
+      ...DAEMON_NODE_FLAGS,
       BLOCK_BIN, '--nbd', 'off', '--runtime-dir', this.runtimeDir, '--dev-root', join(this.dir, 'dev'), '--attach-method', 'none',
       '--map-file', this.mapFile, '--log-level', this.#logLevel, ...(this.#o.blockArgs ?? []),
     ], join(this.dir, 'logs', 'block.log'), { ...process.env, STORPOOL_CONF: conf, SP_OURID: String(CLIENT_ID) });
@@ -331,7 +334,7 @@ export class FaultCluster {
     if (s.proc !== undefined) throw new Error(`server ${i} is running (pid ${s.proc.pid})`);
     await this.deliverMaps();
     const args = (this.#o.serverArgs ?? FaultCluster.defaultServerArgs)(this.#launch(s));
-    const proc = this.lab.spawn(s.host, process.execPath, [SERVER_BIN, ...args], { env: { ...process.env, ...this.#o.serverEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = this.lab.spawn(s.host, process.execPath, [...DAEMON_NODE_FLAGS, SERVER_BIN, ...args], { env: { ...process.env, ...this.#o.serverEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
     const log = createWriteStream(join(this.dir, 'logs', `server-${s.diskId}.log`), { flags: 'a' });
     proc.child.stdout!.pipe(log);
     proc.child.stderr!.pipe(log);

@@ -41,7 +41,7 @@ cat > /etc/systemd/system/storpool-mgmt.service <<UNIT
 Description=storpool management API (replica; publishes the shard map for this host)
 After=network-online.target
 [Service]
-ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 127.0.0.1:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --down-after ${DOWN_AFTER_S:-5} --log-level info
+ExecStart=$NODE --initial-old-space-size=64 $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 127.0.0.1:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --down-after ${DOWN_AFTER_S:-5} --log-level info
 Restart=always
 RestartSec=5
 [Install]
@@ -53,7 +53,7 @@ set -euo pipefail
 until curl -fsS -o /dev/null -H 'Authorization: Storpool v1:$SP_AUTH_TOKEN' http://127.0.0.1:8181/ctrl/1.0/DisksList; do sleep 3; done
 curl -fsS -X POST -H 'Authorization: Storpool v1:$SP_AUTH_TOKEN' -H 'Content-Type: application/json' -d '{}' http://127.0.0.1:8181/ctrl/1.0/ClientRegister/$CLIENT_ID || true
 until [ -s /var/lib/storpool/shardmap.json ]; do sleep 2; done
-exec $NODE $BLOCK_BIN --map-file /var/lib/storpool/shardmap.json --attach-method nbd --log-level info
+exec $NODE --initial-old-space-size=64 $BLOCK_BIN --map-file /var/lib/storpool/shardmap.json --attach-method nbd --log-level info
 SCRIPT
 chmod 755 /usr/local/sbin/storpool-block-up
 cat > /etc/systemd/system/storpool-block.service <<UNIT

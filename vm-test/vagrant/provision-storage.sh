@@ -48,7 +48,7 @@ cat > /etc/systemd/system/storpool-mgmt.service <<UNIT
 Description=storpool management API (etcd metadata store)
 After=network-online.target etcd.service
 [Service]
-ExecStart=$NODE $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 0.0.0.0:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --down-after ${DOWN_AFTER_S:-5} --log-level info
+ExecStart=$NODE --initial-old-space-size=64 $MGMT_BIN --etcd $ETCD --etcd-timeout ${ETCD_TIMEOUT_S:-5} --listen 0.0.0.0:8181 --token $SP_AUTH_TOKEN --map-file /var/lib/storpool/shardmap.json --down-after ${DOWN_AFTER_S:-5} --log-level info
 # etcd needs a quorum (2 of the 3 nodes) before this can start
 Restart=always
 RestartSec=5
@@ -66,7 +66,7 @@ api DiskRegister/$DISK_ID -d '{"serverId":$DISK_ID,"address":{"host":"$NODE_IP",
 until grep -qE '"host": ?"$NODE_IP"' /var/lib/storpool/shardmap.json 2>/dev/null; do sleep 2; done
 CID=\$($NODE -e 'console.log(JSON.parse(require("fs").readFileSync("/var/lib/storpool/shardmap.json","utf8")).clusterId)')
 [ -f /var/lib/storpool/disk.img ] || $NODE $SERVER_BIN disk init /var/lib/storpool/disk.img --size 4G --cluster-id "\$CID" --disk-id $DISK_ID
-exec $NODE $SERVER_BIN serve --disk /var/lib/storpool/disk.img --map /var/lib/storpool/shardmap.json --listen $NODE_IP:47001 --log-level info
+exec $NODE --initial-old-space-size=64 $SERVER_BIN serve --disk /var/lib/storpool/disk.img --map /var/lib/storpool/shardmap.json --listen $NODE_IP:47001 --log-level info
 SCRIPT
 chmod 755 /usr/local/sbin/storpool-server-up
 cat > /etc/systemd/system/storpool-server.service <<UNIT

@@ -51,3 +51,5 @@ export function stopOnSignals(o: StopOnSignalsOptions): DaemonLifecycle {
     stop,
   };
 }
+
+export { DAEMON_NODE_FLAGS } from './node-flags.js';

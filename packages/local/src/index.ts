@@ -18,6 +18,7 @@ import { connect, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DAEMON_NODE_FLAGS } from '@storpool/daemon';
 import { startManagementService, type ManagementService, type ManagementServiceOptions } from '@storpool/mgmt';
 import { pino, type Logger } from 'pino';
 
@@ -109,7 +110,7 @@ async function freePort(): Promise<number> {
 }
 
 async function run(args: string[]): Promise<void> {
-  const child = spawn(process.execPath, [SERVER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, SERVER_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
@@ -212,7 +213,7 @@ export async function startLocalCluster(o: LocalClusterOptions): Promise<LocalCl
     await service.publishShardMap();
     for (const d of disks) {
       const logFile = createWriteStream(join(dataDir, 'logs', `server-${d.id}.log`), { flags: 'a' });
-      const child = spawn(process.execPath, [SERVER_BIN, 'serve', '--disk', d.path, '--map', mapFile, '--log-level', o.serverLogLevel ?? 'info', ...(o.serverArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, SERVER_BIN, 'serve', '--disk', d.path, '--map', mapFile, '--log-level', o.serverLogLevel ?? 'info', ...(o.serverArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout?.pipe(logFile);
       child.stderr?.pipe(logFile);
       const exited = new Promise<void>((r) => child.once('exit', (code, signal) => {
@@ -252,7 +253,7 @@ async function startIscsi(i: { portal?: string }, dataDir: string, confPath: str
     await fetch(`${url}/ctrl/1.0/iSCSIConfig`, { method: 'POST', headers: { Authorization: `Storpool v1:${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ commands: [c] }) });
   }
   const logFile = createWriteStream(join(dataDir, 'logs', 'iscsi.log'), { flags: 'a' });
-  const child = spawn(process.execPath, [ISCSI_BIN, '--controller-id', String(ourId), '--map-file', mapFile], { env: { ...process.env, STORPOOL_CONF: confPath }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ISCSI_BIN, '--controller-id', String(ourId), '--map-file', mapFile], { env: { ...process.env, STORPOOL_CONF: confPath }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout?.pipe(logFile);
   child.stderr?.pipe(logFile);
   const exited = new Promise<void>((r) => child.once('exit', (code, signal) => {
@@ -284,7 +285,7 @@ async function startBlock(b: LocalBlockOptions, dataDir: string, confPath: strin
   const devRoot = b.devRoot ?? (root ? '/dev' : join(dataDir, 'dev'));
   const method = b.attachMethod ?? (root ? 'auto' : 'none');
   const logFile = createWriteStream(join(dataDir, 'logs', 'block.log'), { flags: 'a' });
-  const child = spawn(process.execPath, [BLOCK_BIN, '--nbd', nbd, '--runtime-dir', runtimeDir, '--dev-root', devRoot, '--attach-method', method, '--map-file', mapFile, '--log-level', b.logLevel ?? 'info'], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, BLOCK_BIN, '--nbd', nbd, '--runtime-dir', runtimeDir, '--dev-root', devRoot, '--attach-method', method, '--map-file', mapFile, '--log-level', b.logLevel ?? 'info'], {
     env: { ...process.env, STORPOOL_CONF: confPath, SP_OURID: String(ourId) }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.pipe(logFile);

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 // Runs the TypeScript sources through tsx's loader (no build step).
 import { register } from 'tsx/esm/api';
 

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StorpoolClient, FileShardMapSource, type ClientOptions } from '@storpool/client';
+import { DAEMON_NODE_FLAGS } from '@storpool/daemon';
 import { buildShardGroup, type DiskEntry, type ShardMap } from '@storpool/protocol';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execa } from 'execa';
@@ -127,7 +128,7 @@ export class LocalCluster {
     if (s === undefined) throw new Error(`no disk ${diskId}`);
     if (s.proc !== undefined) throw new Error(`disk ${diskId} already running`);
     // STORPOOL_SERVER_NODE_ARGS: extra node flags for the servers (e.g. --cpu-prof for profiling).
-    const nodeArgs = process.env.STORPOOL_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const nodeArgs = [...DAEMON_NODE_FLAGS, ...(process.env.STORPOOL_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [])];
     const proc = spawn(process.execPath, [...nodeArgs, SERVER_BIN, 'serve', '--disk', s.diskPath, '--map', this.mapPath, '--log-level', this.#o.logLevel ?? 'info', ...(this.#o.serverArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     s.proc = proc;
     running.add(proc);
