@@ -8,12 +8,12 @@
  * to the device would stall every connection of the server for the device's whole latency.
  *
  * So small reads are tried synchronously and timed (wall clock). One that takes longer than
- * `slowReadUs` likely did not come from the page cache — or the process was preempted during it,
- * which on a busy host happens to one read in a few hundred. So one slow read is not enough: when
- * slow ones make up more than SLOW_SHARE_MAX of the recent reads (an average over ~16, i.e. about
- * three in a row), reads go through the threadpool for the next `asyncPeriodMs`, then are tried
- * synchronously again. Where the data does not fit in RAM, the cost is about three device reads on
- * the event loop per period (~0.3% of its time with 100 us reads and the 100 ms default).
+ * `slowReadUs` likely did not come from the page cache — or the thread was preempted during it,
+ * which on a busy host happens to one read in 100–250. A preemption delays the read it lands in,
+ * not the next ones, so it takes SLOW_STREAK reads in a row to decide the data is not cached: then
+ * reads go through the threadpool for the next `asyncPeriodMs`, and are tried synchronously again.
+ * Where the data does not fit in RAM, the cost is SLOW_STREAK device reads on the event loop per
+ * period (~0.3% of its time with 100 us reads and the 100 ms default).
  */
 export interface ReadPathOptions {
   /** Reads up to this many bytes may go synchronously; 0 sends every read to the threadpool. */
@@ -24,9 +24,7 @@ export interface ReadPathOptions {
   asyncPeriodMs: number;
 }
 
-/** Weight of the newest read in the running share of slow reads (1/16: the last ~16 reads count). */
-const SLOW_SHARE_WEIGHT = 1 / 16;
-const SLOW_SHARE_MAX = 0.15;
+const SLOW_STREAK = 3;
 
 export const READ_PATH_DEFAULTS: ReadPathOptions = { syncBytesMax: 64 * 1024, slowReadUs: 50, asyncPeriodMs: 100 };
 
@@ -42,7 +40,7 @@ export class ReadPath {
   readonly #o: ReadPathOptions;
   readonly #nowMs: () => number;
   #asyncUntilMs = -Infinity;
-  #slowShare = 0;
+  #slowStreak = 0;
 
   constructor(options: Partial<ReadPathOptions> = {}, nowMs: () => number = () => performance.now()) {
     this.#o = { ...READ_PATH_DEFAULTS, ...options };
@@ -59,12 +57,13 @@ export class ReadPath {
 
   /** Reports how long a synchronous read took (from nowMs() before it to nowMs() after). */
   took(startMs: number, endMs: number): void {
-    const slow = (endMs - startMs) * 1000 > this.#o.slowReadUs;
-    this.#slowShare += ((slow ? 1 : 0) - this.#slowShare) * SLOW_SHARE_WEIGHT;
-    if (!slow) return;
+    if ((endMs - startMs) * 1000 <= this.#o.slowReadUs) {
+      this.#slowStreak = 0;
+      return;
+    }
     this.counters.slowSyncReads++;
-    if (this.#slowShare <= SLOW_SHARE_MAX) return;
-    this.#slowShare = 0;
+    if (++this.#slowStreak < SLOW_STREAK) return;
+    this.#slowStreak = 0;
     this.#asyncUntilMs = endMs + this.#o.asyncPeriodMs;
   }
 
