@@ -213,6 +213,14 @@ export class StorpoolClient {
     return JSON.parse(reply.payload.toString('utf8')) as Record<string, unknown>;
   }
 
+  /**
+   * Closes this client's connection to a disk found unresponsive: requests in flight to it fail
+   * with CLIENT_ERR_CONNECTION now rather than at their deadlines; the next request reconnects.
+   */
+  dropConnection(diskId: number, reason: string): void {
+    this.#pool.drop(diskId, reason);
+  }
+
   /** One round trip to a disk (liveness); rejects after `timeoutMs`. */
   async ping(diskId: number, timeoutMs = this.#requestTimeoutMs): Promise<void> {
     const conn = await this.#pool.get(diskId);

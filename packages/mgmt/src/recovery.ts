@@ -210,6 +210,11 @@ export class Recovery {
       const ok = answered.get(d.id) === true;
       const silentFor = now - (this.#lastSeen.get(d.id) ?? now);
       this.#misses.set(d.id, ok ? 0 : (this.#misses.get(d.id) ?? 0) + 1);
+      // A connection that let MISSES_MIN pings in a row go unanswered is hung (a partition, a
+      // stopped process): dropping it fails what else waits on it — a SHARD_SYNC that would
+      // otherwise hold the whole catch-up round until its 10-minute deadline — and the next
+      // request reconnects.
+      if (!ok && (this.#misses.get(d.id) ?? 0) >= MISSES_MIN) client.dropConnection(d.id, `${this.#misses.get(d.id)} pings in a row went unanswered`);
       if (ok && (d.down === true || d.gone === true)) changes.push({ id: d.id, to: 'up' });
       else if (!ok && d.down !== true && silentFor >= this.#o.downAfterMs && (this.#misses.get(d.id) ?? 0) >= MISSES_MIN) {
         // Like Ceph's mon_osd_min_up_ratio: when most disks fall silent at once, the leader itself is

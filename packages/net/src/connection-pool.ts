@@ -49,6 +49,17 @@ export class ConnectionPool {
     return conn;
   }
 
+  /**
+   * Drops the connection to a disk that stopped answering (a partition, a stopped process): its
+   * requests in flight fail now instead of at their deadlines, and the next request reconnects.
+   */
+  drop(diskId: number, reason: string): void {
+    const pending = this.#connections.get(diskId);
+    if (pending === undefined) return;
+    this.#connections.delete(diskId);
+    pending.then((c) => c.abort(reason), () => undefined);
+  }
+
   close(): void {
     this.#closed = true;
     for (const conn of this.#connections.values()) conn.then((c) => c.close(), () => undefined);

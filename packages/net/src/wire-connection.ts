@@ -171,6 +171,11 @@ export class WireConnection {
     this.#fail(new StorpoolError('CLIENT_ERR_CLOSED', `connection to ${this.address.host}:${this.address.port} closed by us`));
   }
 
+  /** Closes a connection found hung: requests in flight fail CLIENT_ERR_CONNECTION (transient: retried elsewhere or later). */
+  abort(reason: string): void {
+    this.#fail(new StorpoolError('CLIENT_ERR_CONNECTION', `connection to ${this.address.host}:${this.address.port} dropped: ${reason}`));
+  }
+
   #onData(chunk: Buffer): void {
     let frames: ReplyFrame[];
     try {
