@@ -16,7 +16,6 @@ const COPY_BYTES_MAX = 16 * 1024;
 export class BatchedWriter {
   readonly #socket: Socket;
   #queued: Uint8Array[] = [];
-  #queuedBytes = 0;
   readonly #flush = (): void => this.#writeQueued();
 
   constructor(socket: Socket) {
@@ -25,11 +24,10 @@ export class BatchedWriter {
 
   /** Queues the buffers (not copied yet: do not reuse them). */
   write(buffers: readonly Uint8Array[]): void {
-    if (this.#queued.length === 0) setImmediate(this.#flush);
     for (const b of buffers) {
       if (b.length === 0) continue;
+      if (this.#queued.length === 0) setImmediate(this.#flush);
       this.#queued.push(b);
-      this.#queuedBytes += b.length;
     }
   }
 
@@ -42,7 +40,6 @@ export class BatchedWriter {
   #writeQueued(): void {
     const queued = this.#queued;
     this.#queued = [];
-    this.#queuedBytes = 0;
     if (queued.length === 0 || this.#socket.destroyed) return;
     if (queued.length === 1) {
       this.#socket.write(queued[0] as Uint8Array);

@@ -4,7 +4,6 @@
  * Used by the client library (to primaries) and by primaries (to their replicas).
  */
 import { Socket, connect } from 'node:net';
-import { BatchedWriter } from './batched-writer.js';
 import { StorpoolError, codeFromWire } from '@storpool/errors';
 import {
   CONNECT_TIMEOUT_MS,
@@ -21,6 +20,7 @@ import {
   type ReplyFrame,
   type RequestFields,
 } from '@storpool/protocol';
+import { BatchedWriter } from './batched-writer.js';
 
 export interface WireConnectionOptions {
   address: DiskAddress;
