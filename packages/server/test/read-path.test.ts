@@ -7,7 +7,11 @@ describe('ReadPath: synchronous reads while they hit the page cache', () => {
     const p = new ReadPath({ syncBytesMax: 65536, slowReadUs: 50, asyncPeriodMs: 100 }, () => now);
     const read = (us: number): boolean => {
       const sync = p.trySync(4096);
-      if (sync) p.took(now, now + us / 1000);
+      if (sync) {
+        const start = p.now();
+        now += us / 1000;
+        p.took(start);
+      }
       return sync;
     };
     expect(read(10)).toBe(true); // 10 us: a page-cache hit

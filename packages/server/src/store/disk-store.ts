@@ -895,18 +895,16 @@ export class DiskStore {
 
   /** Reads each contiguous physical run with one pread, all runs in parallel. */
   private readRuns(data: Buffer, lookup: Lookup): Promise<void> {
-    const runs = contiguousRuns(lookup.index, lookup.phys);
+    const runs = readRunsOf(data, lookup, this.superblock.dataOffset);
     if (runs.length === 0) return Promise.resolve();
     if (this.readPath.trySync(lookup.index.length * BLOCK_BYTES)) {
       const start = this.readPath.now();
       try {
-        for (const r of runs) {
-          preadAllSync(this.fd, data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES), this.superblock.dataOffset + r.physical * BLOCK_BYTES);
-        }
+        for (const r of runs) preadAllSync(this.fd, r.buf, r.position);
       } catch (err) {
         return Promise.reject(storeError(err, `reading ${this.path}`));
       }
-      this.readPath.took(start, this.readPath.now());
+      this.readPath.took(start);
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
@@ -918,10 +916,7 @@ export class DiskStore {
         if (firstErr === null) resolve();
         else reject(storeError(firstErr, `reading ${this.path}`));
       };
-      for (const r of runs) {
-        const buf = data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES);
-        preadAll(this.fd, buf, this.superblock.dataOffset + r.physical * BLOCK_BYTES, onRead);
-      }
+      for (const r of runs) preadAll(this.fd, r.buf, r.position, onRead);
     });
   }
 
@@ -1153,16 +1148,17 @@ function extentsToPhys(extents: Extent[], count: number): Uint32Array {
 }
 
 /** Runs of consecutive logical index with consecutive physical block. */
-function contiguousRuns(index: number[], phys: number[]): { index: number; physical: number; count: number }[] {
+/** A lookup's data blocks as physically contiguous runs: the part of `data` each fills, and where on disk it is. */
+function readRunsOf(data: Buffer, lookup: Lookup, dataOffset: number): { buf: Buffer; position: number }[] {
   const runs: { index: number; physical: number; count: number }[] = [];
-  for (let i = 0; i < index.length; i++) {
+  for (let i = 0; i < lookup.index.length; i++) {
     const last = runs[runs.length - 1];
-    const idx = index[i] as number;
-    const p = phys[i] as number;
+    const idx = lookup.index[i] as number;
+    const p = lookup.phys[i] as number;
     if (last !== undefined && last.index + last.count === idx && last.physical + last.count === p) last.count++;
     else runs.push({ index: idx, physical: p, count: 1 });
   }
-  return runs;
+  return runs.map((r) => ({ buf: data.subarray(r.index * BLOCK_BYTES, (r.index + r.count) * BLOCK_BYTES), position: dataOffset + r.physical * BLOCK_BYTES }));
 }
 
 /** Groups every write's blocks into physically contiguous runs: one writev (many buffers) each. */

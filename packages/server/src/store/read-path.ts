@@ -55,8 +55,9 @@ export class ReadPath {
     return sync;
   }
 
-  /** Reports how long a synchronous read took (from nowMs() before it to nowMs() after). */
-  took(startMs: number, endMs: number): void {
+  /** Reports that a synchronous read begun at `startMs` (from now()) has just ended. */
+  took(startMs: number): void {
+    const endMs = this.#nowMs();
     if ((endMs - startMs) * 1000 <= this.#o.slowReadUs) {
       this.#slowStreak = 0;
       return;
