@@ -18,6 +18,8 @@ export interface ConnectionPoolOptions {
  */
 export class ConnectionPool {
   readonly #connections = new Map<number, Promise<WireConnection>>();
+  /** The same connections once open: a request on them needs no promise hop (see connected()). */
+  readonly #open = new Map<number, WireConnection>();
   readonly #o: ConnectionPoolOptions;
   #closed = false;
 
@@ -29,16 +31,28 @@ export class ConnectionPool {
     if (this.#closed) return Promise.reject(new StorpoolError('CLIENT_ERR_CLOSED', 'connection pool closed'));
     const existing = this.#connections.get(diskId);
     if (existing !== undefined) return existing;
-    const pending = this.#open(diskId);
+    const pending = this.#connect(diskId);
     this.#connections.set(diskId, pending);
     const forget = (): void => {
       if (this.#connections.get(diskId) === pending) this.#connections.delete(diskId);
     };
-    pending.then((conn) => conn.onClose(forget), forget);
+    pending.then((conn) => {
+      if (this.#connections.get(diskId) === pending) this.#open.set(diskId, conn);
+      conn.onClose(() => {
+        forget();
+        if (this.#open.get(diskId) === conn) this.#open.delete(diskId);
+      });
+    }, forget);
     return pending;
   }
 
-  async #open(diskId: number): Promise<WireConnection> {
+  /** The open connection to a disk, if there is one now (get() connects). */
+  connected(diskId: number): WireConnection | undefined {
+    const conn = this.#open.get(diskId);
+    return conn === undefined || conn.closed ? undefined : conn;
+  }
+
+  async #connect(diskId: number): Promise<WireConnection> {
     const disk = this.#o.view.router.disk(diskId);
     if (disk === undefined) throw new StorpoolError('MAP_ERR_INVALID', `disk ${diskId} is not in shard map epoch ${this.#o.view.router.epoch}`);
     const conn = await WireConnection.open({ address: disk.address, clusterId: this.#o.clusterId, role: this.#o.role, senderId: this.#o.senderId, expectDiskId: diskId });
@@ -57,6 +71,7 @@ export class ConnectionPool {
     const pending = this.#connections.get(diskId);
     if (pending === undefined) return;
     this.#connections.delete(diskId);
+    this.#open.delete(diskId);
     pending.then((c) => c.abort(reason), () => undefined);
   }
 
@@ -64,5 +79,6 @@ export class ConnectionPool {
     this.#closed = true;
     for (const conn of this.#connections.values()) conn.then((c) => c.close(), () => undefined);
     this.#connections.clear();
+    this.#open.clear();
   }
 }

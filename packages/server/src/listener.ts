@@ -115,8 +115,12 @@ export class StorageListener {
         socket.pause();
       }
       this.#o.service.handle(h, frame.payload).then(
-        (result) => send(h.requestId, 0, result.version, result.payload),
+        (result) => {
+          settled();
+          send(h.requestId, 0, result.version, result.payload);
+        },
         (err: unknown) => {
+          settled();
           if (err instanceof AssertionError) {
             // Our own bug: crash (and be restarted) rather than serve from a broken state.
             process.nextTick(() => {
@@ -129,13 +133,15 @@ export class StorageListener {
           else log.debug({ code: e.code, op: opName(h.op), message: e.message }, 'request refused');
           fail(h.requestId, e);
         },
-      ).finally(() => {
-        inFlight--;
-        if (paused && inFlight < CONNECTION_REQUESTS_IN_FLIGHT_MAX / 2) {
-          paused = false;
-          socket.resume();
-        }
-      });
+      );
+    };
+
+    const settled = (): void => {
+      inFlight--;
+      if (paused && inFlight < CONNECTION_REQUESTS_IN_FLIGHT_MAX / 2) {
+        paused = false;
+        socket.resume();
+      }
     };
 
     socket.on('data', (chunk: Buffer) => {

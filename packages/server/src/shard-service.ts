@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { StorpoolError } from '@storpool/errors';
-import type { ConnectionPool, ShardMapView, WireConnection } from '@storpool/net';
+import type { ConnectionPool, ShardMapView } from '@storpool/net';
 import {
   BLOCK_BYTES,
   BLOCK_HOLE,
@@ -28,6 +28,8 @@ import {
   opName,
   splitCompareAndWritePayload,
   splitDataPayload,
+  type OpCode,
+  type RequestFields,
   type RequestHeader,
   type ScrubCommandCode,
   type ScrubStatus,
@@ -144,12 +146,36 @@ export class ShardService {
     return this.#o.view.router.epoch;
   }
 
-  async handle(h: RequestHeader, payload: Buffer): Promise<OpResult> {
+  /** Serves one request; the hot ops (reads, writes, replica writes) without an extra async layer. */
+  handle(h: RequestHeader, payload: Buffer): Promise<OpResult> {
     this.counters.requests++;
     if (this.#prunedAtEpoch !== this.epoch) {
       this.#prunedAtEpoch = this.epoch;
       this.#sync.prune();
     }
+    try {
+      switch (h.op) {
+        case Op.READ:
+        case Op.WRITE:
+        case Op.TRIM:
+        case Op.WRITE_ZEROES:
+        case Op.BLOCK_STATUS:
+        case Op.COMPARE_AND_WRITE:
+          return this.#primaryOp(h, payload);
+        case Op.REPLICA_WRITE:
+        case Op.REPLICA_TRIM:
+        case Op.REPLICA_READ:
+        case Op.COPY_READ:
+          return this.#replicaOp(h, payload);
+        default:
+          return this.#control(h, payload);
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #control(h: RequestHeader, payload: Buffer): Promise<OpResult> {
     switch (h.op) {
       case Op.PING:
       case Op.FLUSH:
@@ -168,32 +194,29 @@ export class ShardService {
         return this.#objectList(h);
       case Op.PURGE:
         return this.#purge(h);
-      case Op.READ:
-      case Op.WRITE:
-      case Op.TRIM:
-      case Op.WRITE_ZEROES:
-      case Op.BLOCK_STATUS:
-      case Op.COMPARE_AND_WRITE:
-        return this.#primaryOp(h, payload);
-      case Op.REPLICA_WRITE:
-      case Op.REPLICA_TRIM:
-      case Op.REPLICA_READ:
-      case Op.COPY_READ:
-        return this.#replicaOp(h, payload);
       case Op.SCRUB:
         if (this.#o.scrub === undefined) throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `disk ${this.#o.diskId} has no scrubber`);
         return { payload: [encodeScrubStatus(this.#o.scrub(h.offset as ScrubCommandCode))], version: 0 };
       case Op.HELLO:
         throw new StorpoolError('WIRE_ERR_FRAME_INVALID', 'HELLO after the handshake');
+      default:
+        throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not served here`);
     }
   }
 
-  /** Checks the request's epoch and this disk's role; returns the shard's placement. */
-  async #route(h: RequestHeader, role: 'primary' | 'replica'): Promise<ShardPlacement> {
-    let router = this.#o.view.router;
+  /**
+   * Checks the request's epoch and this disk's role; returns the shard's placement (at once when
+   * this server's map is not behind the request's, the common case).
+   */
+  #route(h: RequestHeader, role: 'primary' | 'replica'): ShardPlacement | Promise<ShardPlacement> {
+    const router = this.#o.view.router;
     // The map the request was planned on may reach this server's map file a moment later; one
     // refresh is not enough (it may join a load that began before the file changed).
-    if (h.epoch > router.epoch) router = await this.#o.view.atLeast(h.epoch, MAP_CATCH_UP_MS);
+    if (h.epoch > router.epoch) return this.#o.view.atLeast(h.epoch, MAP_CATCH_UP_MS).then((r) => this.#routeOn(h, role, r));
+    return this.#routeOn(h, role, router);
+  }
+
+  #routeOn(h: RequestHeader, role: 'primary' | 'replica', router: ShardRouter): ShardPlacement {
     // Still behind: deciding this disk's role (and a write's replicas) on an older map than the
     // client's could leave out a copy the newer map has. The client retries.
     if (h.epoch > router.epoch) throw new StorpoolError('MAP_ERR_STALE_EPOCH', `disk ${this.#o.diskId} is at map epoch ${router.epoch}, behind the request's ${h.epoch}; retry once its map catches up`);
@@ -215,11 +238,17 @@ export class ShardService {
     return placement;
   }
 
-  async #primaryOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
-    const placement = await this.#route(h, 'primary');
+  #primaryOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
+    const placement = this.#route(h, 'primary');
+    if (placement instanceof Promise) return placement.then((p) => this.#primaryOn(h, payload, p));
+    return this.#primaryOn(h, payload, placement);
+  }
+
+  /** Throws (no rejected promise) on a request refused outright: handle() turns that into one. */
+  #primaryOn(h: RequestHeader, payload: Buffer, placement: ShardPlacement): Promise<OpResult> {
     const replicas = placement.replicas;
     const key = { volumeId: h.volumeId, objectIndex: h.objectIndex };
-    if (h.length === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
+    if (h.length === 0) return Promise.resolve({ payload: [], version: this.#o.store.objectVersion(key) });
     const firstBlock = Math.floor(h.offset / BLOCK_BYTES);
     const endBlock = Math.ceil((h.offset + h.length) / BLOCK_BYTES);
     const parents = decodeParents(payload, h.parentCount);
@@ -227,7 +256,7 @@ export class ShardService {
       case Op.READ:
         return this.#read(h, key, firstBlock, endBlock, replicas, parents);
       case Op.BLOCK_STATUS:
-        return { payload: [Buffer.from(this.#allocation(key, firstBlock, endBlock - firstBlock, parents))], version: this.#o.store.objectVersion(key) };
+        return Promise.resolve({ payload: [Buffer.from(this.#allocation(key, firstBlock, endBlock - firstBlock, parents))], version: this.#o.store.objectVersion(key) });
       case Op.WRITE: {
         const { data, crcs } = splitDataPayload(payload, h.length, h.parentCount * PARENT_ID_BYTES);
         if (firstBadChunk(data, crcs) !== -1) throw new StorpoolError('WIRE_ERR_CHECKSUM', `write to ${h.volumeId}/${h.objectIndex}@${h.offset}: data does not match its CRC32C (corrupted in transit)`);
@@ -365,12 +394,18 @@ export class ShardService {
    * WRITE (data given) or TRIM/WRITE_ZEROES (data undefined). Whole blocks in the range are
    * written (or released); partial edge blocks are read, merged and written whole.
    */
-  async #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, placement: ShardPlacement, parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
+  #mutate(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, placement: ShardPlacement, parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined): Promise<OpResult> {
     requireMinReplicas(h, placement);
+    const lockKey = `${key.volumeId}/${key.objectIndex}`;
+    const release = this.#locks.tryAcquire(lockKey, firstBlock, endBlock - firstBlock);
+    if (release === null) return this.#locks.acquire(lockKey, firstBlock, endBlock - firstBlock).then((r) => this.#mutateLocked(h, key, firstBlock, endBlock, placement, parents, data, crcs, r));
+    return this.#mutateLocked(h, key, firstBlock, endBlock, placement, parents, data, crcs, release);
+  }
+
+  async #mutateLocked(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, placement: ShardPlacement, parents: readonly number[], data: Buffer | undefined, crcs: Uint32Array | undefined, release: () => void): Promise<OpResult> {
     const replicas = placement.replicas;
     let result: OpResult;
     const toCopy: SyncRun[] = [];
-    const release = await this.#locks.acquire(`${key.volumeId}/${key.objectIndex}`, firstBlock, endBlock - firstBlock);
     try {
       // Decided under the range lock: a catch-up copy of the object (whole lock) cannot slip in between.
       const fan = this.#fanout(placement, h, key, toCopy);
@@ -526,7 +561,7 @@ export class ShardService {
   #fanOutWrite(h: RequestHeader, key: ObjectKey, fan: Fanout, firstBlock: number, blocks: Buffer, crcs: Uint32Array, version: number): Promise<void>[] {
     const out: Promise<void>[] = [this.#o.store.write(key, firstBlock, blocks, crcs, version)];
     const crcBytes = encodeCrcs(crcs);
-    const rh: RequestHeader = { ...h, op: Op.REPLICA_WRITE, flags: 0, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blocks.length, version };
+    const rh = this.#replicaRequest(h, Op.REPLICA_WRITE, 0, firstBlock * BLOCK_BYTES, blocks.length, version);
     for (const peer of fan.replicas) {
       if (peer === this.#o.diskId) continue;
       out.push(this.#toReplica(peer, rh, [blocks, crcBytes]));
@@ -539,7 +574,7 @@ export class ShardService {
     const store = this.#o.store;
     const out: Promise<void>[] = [zeroMarkers ? store.zero(key, firstBlock, blockCount, version) : store.trim(key, firstBlock, blockCount, version)];
     const flags = zeroMarkers ? RequestFlag.ZERO_MARKERS : 0;
-    const rh: RequestHeader = { ...h, op: Op.REPLICA_TRIM, flags, parentCount: 0, offset: firstBlock * BLOCK_BYTES, length: blockCount * BLOCK_BYTES, version };
+    const rh = this.#replicaRequest(h, Op.REPLICA_TRIM, flags, firstBlock * BLOCK_BYTES, blockCount * BLOCK_BYTES, version);
     for (const peer of fan.replicas) {
       if (peer === this.#o.diskId) continue;
       out.push(this.#toReplica(peer, rh, []));
@@ -548,40 +583,56 @@ export class ShardService {
     return out;
   }
 
+  /** The primary's request to replicas and joining disks, at this server's epoch (fields spelled out: one object shape). */
+  #replicaRequest(h: RequestHeader, op: OpCode, flags: number, offset: number, length: number, version: number): RequestFields {
+    return { op, flags, epoch: this.epoch, group: h.group, parentCount: 0, volumeId: h.volumeId, objectIndex: h.objectIndex, offset, length, version, placementId: h.placementId, shard: h.shard };
+  }
+
   /** A joining disk's copy of a write while its catch-up runs: a failure stops the copy, not the client's write. */
-  async #toJoiner(run: SyncRun, key: ObjectKey, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
-    try {
-      const conn: WireConnection = await this.#o.peers.get(run.session.target);
-      await conn.request({ ...h, epoch: this.epoch }, payload, this.#o.replicaTimeoutMs);
-    } catch (err) {
-      this.#sync.forwardFailed(run, key, err);
-    }
+  #toJoiner(run: SyncRun, key: ObjectKey, rh: RequestFields, payload: Uint8Array[]): Promise<void> {
+    return this.#peerRequest(run.session.target, rh, payload).then(
+      () => undefined,
+      (err: unknown) => this.#sync.forwardFailed(run, key, err),
+    );
   }
 
-  async #toReplica(peer: number, h: RequestHeader, payload: Uint8Array[]): Promise<void> {
+  #toReplica(peer: number, rh: RequestFields, payload: Uint8Array[]): Promise<void> {
     this.counters.replicaWrites++;
-    try {
-      const conn: WireConnection = await this.#o.peers.get(peer);
-      await conn.request({ ...h, epoch: this.epoch }, payload, this.#o.replicaTimeoutMs);
-    } catch (err) {
-      this.counters.replicaFailures++;
-      const e = err as StorpoolError;
-      // A replica's own verdict (no space, bad data) is passed on as it is; anything else is a failed replica.
-      if (e instanceof StorpoolError && (e.code === 'STORE_ERR_NO_SPACE' || e.code === 'WIRE_ERR_CHECKSUM' || e.code === 'MAP_ERR_STALE_EPOCH')) throw e;
-      throw new StorpoolError('REPL_ERR_REPLICA_FAILED', `replica disk ${peer} did not confirm: ${e.message}`, { cause: err });
-    }
+    return this.#peerRequest(peer, rh, payload).then(
+      () => undefined,
+      (err: unknown) => {
+        this.counters.replicaFailures++;
+        const e = err as StorpoolError;
+        // A replica's own verdict (no space, bad data) is passed on as it is; anything else is a failed replica.
+        if (e instanceof StorpoolError && (e.code === 'STORE_ERR_NO_SPACE' || e.code === 'WIRE_ERR_CHECKSUM' || e.code === 'MAP_ERR_STALE_EPOCH')) throw e;
+        throw new StorpoolError('REPL_ERR_REPLICA_FAILED', `replica disk ${peer} did not confirm: ${e.message}`, { cause: err });
+      },
+    );
   }
 
-  async #replicaOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
+  /** One request to another disk: straight on its open connection, else once it is connected. */
+  #peerRequest(disk: number, rh: RequestFields, payload: Uint8Array[]): Promise<unknown> {
+    const conn = this.#o.peers.connected(disk);
+    if (conn !== undefined) return conn.request(rh, payload, this.#o.replicaTimeoutMs);
+    return this.#o.peers.get(disk).then((c) => c.request(rh, payload, this.#o.replicaTimeoutMs));
+  }
+
+  #replicaOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
     // COPY_READ serves this disk's copy wherever the map places the object (the scrubber's source).
-    if (h.op !== Op.COPY_READ) await this.#route(h, 'replica');
+    const routed = h.op === Op.COPY_READ ? undefined : this.#route(h, 'replica');
+    if (routed instanceof Promise) return routed.then(() => this.#replicaOn(h, payload));
+    return this.#replicaOn(h, payload);
+  }
+
+  /** Throws (no rejected promise) on a request refused outright: handle() turns that into one. */
+  #replicaOn(h: RequestHeader, payload: Buffer): Promise<OpResult> {
     const key = { volumeId: h.volumeId, objectIndex: h.objectIndex };
     if (h.offset % BLOCK_BYTES !== 0 || h.length % BLOCK_BYTES !== 0) {
       throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `${opName(h.op)} must cover whole 4 KiB blocks (offset ${h.offset}, length ${h.length})`);
     }
     const firstBlock = h.offset / BLOCK_BYTES;
     const blockCount = h.length / BLOCK_BYTES;
-    if (blockCount === 0) return { payload: [], version: this.#o.store.objectVersion(key) };
+    if (blockCount === 0) return Promise.resolve({ payload: [], version: this.#o.store.objectVersion(key) });
     const replace = (h.flags & RequestFlag.REPLACE) !== 0;
     if (replace && ((h.flags & RequestFlag.SYNC) === 0 || (h.op !== Op.REPLICA_WRITE && h.op !== Op.REPLICA_TRIM))) {
       throw new StorpoolError('WIRE_ERR_FRAME_INVALID', `REPLACE is a flag of a catch-up copy's REPLICA_WRITE/REPLICA_TRIM, not of ${opName(h.op)}`);
@@ -589,24 +640,27 @@ export class ShardService {
     switch (h.op) {
       case Op.REPLICA_WRITE: {
         const { data, crcs } = splitDataPayload(payload, h.length);
+        const done = { payload: [], version: h.version };
         // The store checks every block against its CRC before writing anything (once, here).
-        await this.#o.store.write(key, firstBlock, data, crcs, h.version);
+        const written = this.#o.store.write(key, firstBlock, data, crcs, h.version);
         // The copy's last piece (the primary holds the object's lock for the whole copy): every
         // block is the primary's now, and so is the version, lower than ours included.
-        if (replace) await this.#o.store.setVersion(key, h.version);
-        return { payload: [], version: h.version };
+        if (replace) return written.then(() => this.#o.store.setVersion(key, h.version)).then(() => done);
+        return written.then(() => done);
       }
-      case Op.REPLICA_TRIM:
-        if ((h.flags & RequestFlag.ZERO_MARKERS) !== 0) await this.#o.store.zero(key, firstBlock, blockCount, h.version);
-        else await this.#o.store.trim(key, firstBlock, blockCount, h.version);
-        if (replace) await this.#o.store.setVersion(key, h.version);
-        return { payload: [], version: h.version };
+      case Op.REPLICA_TRIM: {
+        const store = this.#o.store;
+        const released = (h.flags & RequestFlag.ZERO_MARKERS) !== 0 ? store.zero(key, firstBlock, blockCount, h.version) : store.trim(key, firstBlock, blockCount, h.version);
+        const done = { payload: [], version: h.version };
+        if (replace) return released.then(() => store.setVersion(key, h.version)).then(() => done);
+        return released.then(() => done);
+      }
       case Op.REPLICA_READ:
-      case Op.COPY_READ: {
-        const result = await this.#o.store.read(key, firstBlock, blockCount);
-        if (result.bad.length > 0) throw this.#corrupt(key, firstBlock, result.bad);
-        return { payload: [result.data, encodeCrcs(result.crcs)], version: result.version };
-      }
+      case Op.COPY_READ:
+        return this.#o.store.read(key, firstBlock, blockCount).then((result) => {
+          if (result.bad.length > 0) throw this.#corrupt(key, firstBlock, result.bad);
+          return { payload: [result.data, encodeCrcs(result.crcs)], version: result.version };
+        });
       default:
         throw new StorpoolError('WIRE_ERR_UNSUPPORTED_OP', `${opName(h.op)} is not a replica op`);
     }
@@ -659,9 +713,31 @@ function locate(router: ShardRouter, h: RequestHeader): { shard: number; replica
   return router.locate(h.group, h.placementId, h.objectIndex);
 }
 
-/** Waits for every promise; then throws the first failure (so no write is left running unobserved). */
-async function settleAll(promises: Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(promises);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
+/**
+ * Waits for every promise; then rejects with the failure of the first one (in array order: the
+ * local store's verdict before a replica's) that failed, so no write is left running unobserved.
+ * One promise, not Promise.allSettled's result objects and reactions.
+ */
+function settleAll(promises: Promise<void>[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let left = promises.length;
+    let failedAt = promises.length;
+    let failure: unknown;
+    const settled = (): void => {
+      if (--left > 0) return;
+      if (failedAt < promises.length) reject(failure);
+      else resolve();
+    };
+    promises.forEach((p, i) => {
+      p.then(settled, (err: unknown) => {
+        if (i < failedAt) {
+          failedAt = i;
+          failure = err;
+        }
+        settled();
+      });
+    });
+    if (left === 0) resolve();
+  });
 }
 
