@@ -162,11 +162,13 @@ export class DiskStore {
   private publishedPos: number;
   /**
    * The index changes of published cycles not yet checkpointed into LMDB, by object id (latin1
-   * object key). Reads and later cycles see LMDB through them. A checkpoint writes them all in one
-   * LMDB transaction; the journal holds them durably until then.
+   * object key). Reads and later cycles see LMDB through them. A checkpoint takes them all (they
+   * become `checkpointing`, under the changes published meanwhile) and writes them in one LMDB
+   * transaction; the journal holds them durably until then.
    */
-  private readonly overlayBlocks = new Map<string, Map<number, OverlayEntry>>();
-  private readonly overlayObjects = new Map<string, { keyBytes: Buffer; value: ObjectValue }>();
+  private overlay = new Map<string, ObjectChange>();
+  /** The changes the running checkpoint writes, seen under `overlay` until LMDB has them. */
+  private checkpointing: Map<string, ObjectChange> | null = null;
   private checkpointRunning: Promise<void> | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private readonly reader: IndexReader;
@@ -440,7 +442,10 @@ export class DiskStore {
       if (found.size === opts.limit) break;
     }
     // Objects changed since the last checkpoint: newer values, and objects LMDB does not have yet.
-    for (const [id, obj] of this.overlayObjects) if (after === null || Buffer.compare(obj.keyBytes, after) > 0) found.set(id, obj);
+    for (const layer of [this.checkpointing, this.overlay]) {
+      if (layer === null) continue;
+      for (const [id, change] of layer) if (after === null || Buffer.compare(change.keyBytes, after) > 0) found.set(id, { keyBytes: change.keyBytes, value: change.value });
+    }
     return [...found.values()]
       .filter(({ value }) => !isForgotten(value))
       .sort((a, b) => Buffer.compare(a.keyBytes, b.keyBytes))
@@ -600,15 +605,15 @@ export class DiskStore {
   private publish(toCommit: Op[], seq: number): void {
     assert.equal(seq, this.publishedSeq + 1, 'cycles are published in journal order');
     const changes = computeChanges(this.reader, toCommit);
-    for (const entry of changes.blocks.values()) {
-      let blocks = this.overlayBlocks.get(entry.id);
-      if (blocks === undefined) {
-        blocks = new Map();
-        this.overlayBlocks.set(entry.id, blocks);
+    for (const [id, change] of changes.objects) {
+      const held = this.overlay.get(id);
+      if (held === undefined) {
+        this.overlay.set(id, change);
+        continue;
       }
-      blocks.set(entry.block, { keyBytes: entry.keyBytes, pointer: entry.pointer });
+      held.value = change.value;
+      for (const [b, pointer] of change.blocks) held.blocks.set(b, pointer);
     }
-    for (const [id, obj] of changes.objects) this.overlayObjects.set(id, { keyBytes: obj.keyBytes, value: obj.value });
     this.publishedSeq = seq;
     this.publishedPos = this.ring.position;
     // Reads that looked up before this point may still use the replaced blocks.
@@ -655,29 +660,29 @@ export class DiskStore {
     }
     const seq = this.publishedSeq;
     const meta = encodeJournalMeta(seq, this.publishedPos);
-    const blocks = [...this.overlayBlocks].flatMap(([id, m]) => [...m].map(([block, entry]) => ({ id, block, entry })));
-    const objects = [...this.overlayObjects];
+    assert(this.checkpointing === null, 'one checkpoint at a time');
+    const taken = this.overlay;
+    // Cycles published from now on change a fresh overlay, seen above the one being written.
+    this.overlay = new Map();
+    this.checkpointing = taken;
     const run = this.db.root
       .transaction(() => {
-        for (const { entry } of blocks) {
-          if (entry.pointer === null) this.db.blocks.removeSync(entry.keyBytes);
-          else this.db.blocks.putSync(entry.keyBytes, encodeBlockValue(entry.pointer.physical, entry.pointer.crc));
-        }
-        for (const [, obj] of objects) putObject(this.db, obj.keyBytes, obj.value);
+        writeChanges(this.db, taken.values());
         this.db.meta.putSync(JOURNAL_META_KEY, meta);
       })
-      .then(() => {
-        // LMDB now has what the overlay had at the start: reads may drop those entries.
-        this.db.root.resetReadTxn();
-        for (const { id, block, entry } of blocks) {
-          const m = this.overlayBlocks.get(id);
-          if (m?.get(block) !== entry) continue;
-          m.delete(block);
-          if (m.size === 0) this.overlayBlocks.delete(id);
-        }
-        for (const [id, obj] of objects) if (this.overlayObjects.get(id) === obj) this.overlayObjects.delete(id);
-        return this.db.root.flushed;
-      })
+      .then(
+        () => {
+          // LMDB now has what was taken: reads may stop looking at it.
+          this.db.root.resetReadTxn();
+          this.checkpointing = null;
+          return this.db.root.flushed;
+        },
+        (err: unknown) => {
+          // LMDB did not take it: back under the changes published since, for a later attempt.
+          this.untake(taken);
+          throw err;
+        },
+      )
       .then(() => {
         this.ring.flushedThrough(seq);
       })
@@ -690,31 +695,40 @@ export class DiskStore {
     return run;
   }
 
-  /** The index as reads and new cycles must see it: the overlay over LMDB. */
+  /** Puts the changes a failed checkpoint took back into the overlay, under those published since. */
+  private untake(taken: Map<string, ObjectChange>): void {
+    for (const [id, newer] of this.overlay) {
+      const older = taken.get(id);
+      if (older === undefined) {
+        taken.set(id, newer);
+        continue;
+      }
+      older.value = newer.value;
+      for (const [b, pointer] of newer.blocks) older.blocks.set(b, pointer);
+    }
+    this.overlay = taken;
+    this.checkpointing = null;
+  }
+
+  /** The index as reads and new cycles must see it: the overlay over what a checkpoint is writing, over LMDB. */
   private overlayReader(): IndexReader {
     const lmdb = lmdbReader(this.db);
     return {
-      object: (keyBytes, id) => this.overlayObjects.get(id)?.value ?? lmdb.object(keyBytes, id),
+      object: (keyBytes, id) => this.overlay.get(id)?.value ?? this.checkpointing?.get(id)?.value ?? lmdb.object(keyBytes, id),
       pointers: (key, id, firstBlock, count) => {
         const out = lmdb.pointers(key, id, firstBlock, count);
-        const m = this.overlayBlocks.get(id);
-        if (m === undefined) return out;
-        const apply = (b: number, pointer: Pointer | null): void => {
-          if (pointer === null) out.delete(b);
-          else out.set(b, pointer);
-        };
-        // Walk whichever is smaller: the requested range or the object's overlay.
-        if (count < m.size) {
-          for (let b = firstBlock; b < firstBlock + count; b++) {
-            const e = m.get(b);
-            if (e !== undefined) apply(b, e.pointer);
-          }
-        } else {
-          for (const [b, { pointer }] of m) if (b >= firstBlock && b < firstBlock + count) apply(b, pointer);
-        }
+        const older = this.checkpointing?.get(id);
+        if (older !== undefined) overlayRange(out, older.blocks, firstBlock, count);
+        const newer = this.overlay.get(id);
+        if (newer !== undefined) overlayRange(out, newer.blocks, firstBlock, count);
         return out;
       },
     };
+  }
+
+  /** Whether published changes not yet in LMDB touch the object (its pointers may then come out of block order). */
+  private changedSinceCheckpoint(id: string): boolean {
+    return this.overlay.has(id) || this.checkpointing?.has(id) === true;
   }
 
   /** Allocates blocks for each write/repair in order; an op that does not fit fails NO_SPACE. */
@@ -878,7 +892,7 @@ export class DiskStore {
     const obj = this.reader.object(keyBytes, id);
     const out: Lookup = { version: obj?.version ?? 0, index: [], phys: [], crcs: [], zeros: [] };
     const pointers = this.reader.pointers(key, id, firstBlock, blockCount);
-    const blocks = this.overlayBlocks.has(id) ? [...pointers.keys()].sort((a, b) => a - b) : pointers.keys();
+    const blocks = this.changedSinceCheckpoint(id) ? [...pointers.keys()].sort((a, b) => a - b) : pointers.keys();
     for (const b of blocks) {
       const v = pointers.get(b)!;
       if (v.physical === ZERO_MARKER_PHYSICAL) {
@@ -946,11 +960,6 @@ interface Pointer {
   crc: number;
 }
 
-interface OverlayEntry {
-  keyBytes: Buffer;
-  pointer: Pointer | null;
-}
-
 /**
  * How long published cycles wait to be checkpointed into LMDB together. An LMDB transaction costs
  * ~0.5 ms of CPU however small, and one object's overwrites between two checkpoints are written
@@ -1001,38 +1010,72 @@ function lmdbReader(db: IndexDb): IndexReader {
   };
 }
 
+/** What a batch of ops changes in the index: freed blocks, and per object its new record and block pointers. */
 interface IndexChanges {
   /** Physical blocks the ops replace. */
   frees: number[];
-  /** Final pointer (null: removed) of every block the ops touch, by `${objectId}:${block}`. */
-  blocks: Map<string, { id: string; block: number; keyBytes: Buffer; pointer: Pointer | null }>;
-  objects: Map<string, { keyBytes: Buffer; value: ObjectValue }>;
+  /** By object id (latin1 of the object key). */
+  objects: Map<string, ObjectChange>;
 }
 
-/** What a batch of ops does to the index (later ops win), computed against `reader`. */
+/**
+ * One object's changes: its record after the ops, and the final pointer (null: removed) of every
+ * block they touched. The store's overlay holds these same objects, merged cycle after cycle, so a
+ * changed block costs one map slot and one pointer, not a key buffer and entry objects (1 MiB
+ * writes change 256 blocks each, and every entry lives until the next checkpoint).
+ */
+interface ObjectChange {
+  key: ObjectKey;
+  keyBytes: Buffer;
+  value: ObjectValue;
+  blocks: Map<number, Pointer | null>;
+}
+
 function computeChanges(reader: IndexReader, ops: IndexOp[]): IndexChanges {
-  const ch: Changes = { frees: [], blocks: new Map(), id: '' };
-  const objects = new Map<string, { keyBytes: Buffer; value: ObjectValue }>();
+  const changes: IndexChanges = { frees: [], objects: new Map() };
   for (const op of ops) {
-    const objKey = objectKeyBytes(op.key);
-    ch.id = objKey.toString('latin1');
-    let obj = objects.get(ch.id);
-    if (obj === undefined) {
-      const current = reader.object(objKey, ch.id);
-      obj = { keyBytes: objKey, value: current === undefined ? { version: EMPTY_OBJECT.version, allocatedBlocks: EMPTY_OBJECT.allocatedBlocks } : { version: current.version, allocatedBlocks: current.allocatedBlocks } };
-      objects.set(ch.id, obj);
+    const keyBytes = objectKeyBytes(op.key);
+    const id = keyBytes.toString('latin1');
+    let change = changes.objects.get(id);
+    if (change === undefined) {
+      const current = reader.object(keyBytes, id) ?? EMPTY_OBJECT;
+      change = { key: op.key, keyBytes, value: { version: current.version, allocatedBlocks: current.allocatedBlocks }, blocks: new Map() };
+      changes.objects.set(id, change);
     }
-    applyOp(op, obj.value, existingPointers(reader, op, ch), ch);
+    const existing = reader.pointers(op.key, id, op.firstBlock, op.blockCount);
+    // The batch's earlier ops on the object come first.
+    overlayRange(existing, change.blocks, op.firstBlock, op.blockCount);
+    applyOp(op, change, existing, changes.frees);
   }
-  return { frees: ch.frees, blocks: ch.blocks, objects };
+  return changes;
 }
 
-function writeChanges(db: IndexDb, changes: IndexChanges): void {
-  for (const { keyBytes, pointer } of changes.blocks.values()) {
-    if (pointer === null) db.blocks.removeSync(keyBytes);
-    else db.blocks.putSync(keyBytes, encodeBlockValue(pointer.physical, pointer.crc));
+/** Lays `changed` (null: removed) over the pointers `out` holds of blocks [firstBlock, firstBlock + count). */
+function overlayRange(out: Map<number, Pointer>, changed: Map<number, Pointer | null>, firstBlock: number, count: number): void {
+  if (changed.size === 0) return;
+  const apply = (b: number, pointer: Pointer | null): void => {
+    if (pointer === null) out.delete(b);
+    else out.set(b, pointer);
+  };
+  // Walk whichever is smaller: the range or the changes.
+  if (count < changed.size) {
+    for (let b = firstBlock; b < firstBlock + count; b++) {
+      const p = changed.get(b);
+      if (p !== undefined) apply(b, p);
+    }
+  } else {
+    for (const [b, p] of changed) if (b >= firstBlock && b < firstBlock + count) apply(b, p);
   }
-  for (const { keyBytes, value } of changes.objects.values()) putObject(db, keyBytes, value);
+}
+
+function writeChanges(db: IndexDb, objects: Iterable<ObjectChange>): void {
+  for (const change of objects) {
+    for (const [b, pointer] of change.blocks) {
+      if (pointer === null) db.blocks.removeSync(blockKeyBytes(change.key, b));
+      else db.blocks.putSync(blockKeyBytes(change.key, b), encodeBlockValue(pointer.physical, pointer.crc));
+    }
+    putObject(db, change.keyBytes, change.value);
+  }
 }
 
 /** An object entry; a forgotten object (version 0, no blocks) has none. */
@@ -1045,40 +1088,20 @@ function isForgotten(value: ObjectValue): boolean {
   return value.version === 0 && value.allocatedBlocks === 0;
 }
 
-/** Current pointers of an op's blocks: the index seen through the batch's earlier ops. */
-function existingPointers(reader: IndexReader, op: IndexOp, ch: Changes): Map<number, Pointer> {
-  const out = reader.pointers(op.key, ch.id, op.firstBlock, op.blockCount);
-  if (ch.blocks.size === 0) return out;
-  for (let b = op.firstBlock; b < op.firstBlock + op.blockCount; b++) {
-    const o = ch.blocks.get(`${ch.id}:${b}`);
-    if (o === undefined) continue;
-    if (o.pointer === null) out.delete(b);
-    else out.set(b, o.pointer);
-  }
-  return out;
-}
-
-interface Changes {
-  /** Physical blocks the cycle replaces: freed after its commit. */
-  frees: number[];
-  /** Final pointer (null: removed) of every block key the cycle touches, by `${objectId}:${block}`. */
-  blocks: Map<string, { id: string; block: number; keyBytes: Buffer; pointer: Pointer | null }>;
-  /** Object id (latin1 of the object key) of the op being applied. */
-  id: string;
-}
-
-function applyOp(op: IndexOp, obj: ObjectValue, existing: Map<number, Pointer>, ch: Changes): void {
+/** Applies one op to its object's change (pointers `existing` as the op finds them); replaced blocks go to `frees`. */
+function applyOp(op: IndexOp, change: ObjectChange, existing: Map<number, Pointer>, frees: number[]): void {
+  const obj = change.value;
   if (op.kind === 'repair') {
     const cur = existing.get(op.firstBlock);
     const crc = (op.crcs as Uint32Array)[0] as number;
     const phys = (op.phys as Uint32Array)[0] as number;
     if (cur === undefined || cur.physical === ZERO_MARKER_PHYSICAL || cur.crc !== crc) {
-      ch.frees.push(phys); // rewritten or trimmed since the failed read: drop the repair
+      frees.push(phys); // rewritten or trimmed since the failed read: drop the repair
       return;
     }
     op.applied = true;
-    ch.frees.push(cur.physical);
-    setPointer(ch, op, op.firstBlock, phys, crc);
+    frees.push(cur.physical);
+    change.blocks.set(op.firstBlock, { physical: phys, crc });
     return;
   }
   for (let i = 0; i < op.blockCount; i++) {
@@ -1087,28 +1110,24 @@ function applyOp(op: IndexOp, obj: ObjectValue, existing: Map<number, Pointer>, 
     // allocatedBlocks counts data blocks; zero markers hold no block.
     const curData = cur !== undefined && cur.physical !== ZERO_MARKER_PHYSICAL;
     if (curData) {
-      ch.frees.push(cur.physical);
+      frees.push(cur.physical);
       obj.allocatedBlocks--;
     }
     if (op.kind === 'trim' || op.kind === 'forget') {
-      if (cur !== undefined) ch.blocks.set(`${ch.id}:${b}`, { id: ch.id, block: b, keyBytes: blockKeyBytes(op.key, b), pointer: null });
+      if (cur !== undefined) change.blocks.set(b, null);
       continue;
     }
     if (op.kind === 'zero') {
-      setPointer(ch, op, b, ZERO_MARKER_PHYSICAL, ZERO_BLOCK_CRC);
+      change.blocks.set(b, { physical: ZERO_MARKER_PHYSICAL, crc: ZERO_BLOCK_CRC });
       continue;
     }
     obj.allocatedBlocks++;
-    setPointer(ch, op, b, (op.phys as Uint32Array)[i] as number, (op.crcs as Uint32Array)[i] as number);
+    change.blocks.set(b, { physical: (op.phys as Uint32Array)[i] as number, crc: (op.crcs as Uint32Array)[i] as number });
   }
   assert(obj.allocatedBlocks >= 0 && obj.allocatedBlocks <= BLOCKS_PER_OBJECT, 'object block count in range');
   // Versions only grow, except that a forgotten object starts over as one never written and a
   // 'version' op (the end of a copy from another disk) sets it exactly.
   obj.version = op.kind === 'forget' ? 0 : op.kind === 'version' ? op.version : Math.max(obj.version, op.version);
-}
-
-function setPointer(ch: Changes, op: IndexOp, block: number, physical: number, crc: number): void {
-  ch.blocks.set(`${ch.id}:${block}`, { id: ch.id, block, keyBytes: blockKeyBytes(op.key, block), pointer: { physical, crc } });
 }
 
 function checkVersion(version: number): void {
@@ -1242,7 +1261,7 @@ async function replayJournal(fd: number, db: IndexDb, log: Logger, path: string,
     pos = (at + next.bytes) % JOURNAL_BYTES;
     const meta = encodeJournalMeta(seq, pos);
     db.root.transactionSync(() => {
-      writeChanges(db, computeChanges(lmdbReader(db), next.ops));
+      writeChanges(db, computeChanges(lmdbReader(db), next.ops).objects.values());
       db.meta.putSync(JOURNAL_META_KEY, meta);
     });
     replayed++;
