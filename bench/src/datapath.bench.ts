@@ -11,6 +11,7 @@ import { execa } from 'execa';
 import { BLOCK_BYTES } from '@storpool/protocol';
 import { LocalCluster, SeededRandom } from '@storpool/testkit';
 import type { Volume } from '@storpool/client';
+import { cpuMs } from './proc.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const VOLUME_BYTES = 1024 ** 3;
@@ -23,6 +24,8 @@ interface Result {
   randReadIops: number;
   qd1WriteLatencyUs: number;
   seqWriteMiBs: number;
+  /** CPU ms per random write at QD32: this process (the client library) and each storage server. */
+  writeCpuMs?: { client: number; servers: number[] };
 }
 
 async function fio(file: string, args: string[]): Promise<Record<string, any>> {
@@ -70,7 +73,17 @@ async function load(depth: number, op: (rnd: SeededRandom) => Promise<void>): Pr
   return { opsPerSec: ops / SECONDS, meanLatencyUs: (latency / ops) * 1000 };
 }
 
-async function clientBench(volume: Volume): Promise<Result> {
+/** CPU ms per op that `run` costs this process and each of `pids` (sampled from /proc around it). */
+async function cpuPerOp(pids: readonly number[], run: () => Promise<{ opsPerSec: number }>): Promise<{ result: { opsPerSec: number }; client: number; servers: number[] }> {
+  const before = pids.map(cpuMs);
+  const self = process.cpuUsage();
+  const result = await run();
+  const used = process.cpuUsage(self);
+  const ops = result.opsPerSec * SECONDS;
+  return { result, client: (used.user + used.system) / 1000 / ops, servers: pids.map((pid, i) => (cpuMs(pid) - before[i]!) / ops) };
+}
+
+async function clientBench(volume: Volume, serverPids: readonly number[]): Promise<Result> {
   const blocks = VOLUME_BYTES / BLOCK_BYTES;
   const block = Buffer.alloc(BLOCK_BYTES, 0xab);
   const mib = Buffer.alloc(1024 ** 2, 0xcd);
@@ -78,7 +91,7 @@ async function clientBench(volume: Volume): Promise<Result> {
   await Promise.all(Array.from({ length: 8 }, async (_, w) => {
     for (let off = w * 1024 ** 2; off < VOLUME_BYTES; off += 8 * 1024 ** 2) await volume.write(off, mib);
   }));
-  const rw = await load(32, (rnd) => volume.write(rnd.int(0, blocks - 1) * BLOCK_BYTES, block));
+  const { result: rw, client: clientCpu, servers: serverCpu } = await cpuPerOp(serverPids, () => load(32, (rnd) => volume.write(rnd.int(0, blocks - 1) * BLOCK_BYTES, block)));
   const rr = await load(32, async (rnd) => void (await volume.read(rnd.int(0, blocks - 1) * BLOCK_BYTES, BLOCK_BYTES)));
   const lat = await load(1, (rnd) => volume.write(rnd.int(0, blocks - 1) * BLOCK_BYTES, block));
   let seqOff = 0;
@@ -87,7 +100,7 @@ async function clientBench(volume: Volume): Promise<Result> {
     seqOff = (seqOff + mib.length) % VOLUME_BYTES;
     return volume.write(off, mib);
   });
-  return { randWriteIops: rw.opsPerSec, randReadIops: rr.opsPerSec, qd1WriteLatencyUs: lat.meanLatencyUs, seqWriteMiBs: seq.opsPerSec };
+  return { randWriteIops: rw.opsPerSec, randReadIops: rr.opsPerSec, qd1WriteLatencyUs: lat.meanLatencyUs, seqWriteMiBs: seq.opsPerSec, writeCpuMs: { client: clientCpu, servers: serverCpu } };
 }
 
 function row(name: string, unit: string, raw: number, r1: number, r3: number, higherIsBetter = true): string {
@@ -102,8 +115,9 @@ async function main(): Promise<void> {
     console.log(`storpool data-path benchmark: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, ${SECONDS} s per test, files in ${dir}`);
     const raw = await rawFio(dir);
     const client = await cluster.client();
-    const rep1 = await clientBench(client.volume({ volumeId: 1, sizeBytes: VOLUME_BYTES, group: 1 }));
-    const rep3 = await clientBench(client.volume({ volumeId: 2, sizeBytes: VOLUME_BYTES, group: 2 }));
+    const serverPids = [...cluster.servers.values()].map((s) => s.proc!.pid!);
+    const rep1 = await clientBench(client.volume({ volumeId: 1, sizeBytes: VOLUME_BYTES, group: 1 }), serverPids);
+    const rep3 = await clientBench(client.volume({ volumeId: 2, sizeBytes: VOLUME_BYTES, group: 2 }), serverPids);
     console.log(`${''.padEnd(28)}${'fio raw'.padStart(10)}${'rep 1'.padStart(12)}${'rep 3'.padStart(12)}`);
     console.log(row('4K random write, QD32', 'IOPS', raw.randWriteIops, rep1.randWriteIops, rep3.randWriteIops));
     console.log(`${'  (fio with fdatasync each, 32 jobs)'.padEnd(28)}${(raw.randWriteDurableIops ?? 0).toFixed(0).padStart(10)}`);
@@ -112,6 +126,17 @@ async function main(): Promise<void> {
     console.log(row('1M sequential write, QD8', 'MiB/s', raw.seqWriteMiBs, rep1.seqWriteMiBs, rep3.seqWriteMiBs));
     const target = 0.5 * (raw.randWriteIops / 3);
     console.log(`target: rep3 random-write IOPS >= 0.5 x (raw IOPS / 3) = ${target.toFixed(0)}: ${rep3.randWriteIops >= target ? 'MET' : 'NOT MET'} (${rep3.randWriteIops.toFixed(0)})`);
+    // Where the write ceiling comes from: every process of the data path shares this machine's cores.
+    const cores = cpus().length;
+    for (const [name, r] of [['rep 1', rep1], ['rep 3', rep3]] as const) {
+      const c = r.writeCpuMs!;
+      const total = c.client + c.servers.reduce((a, b) => a + b, 0);
+      console.log(
+        `CPU per 4K random write, ${name}: client ${c.client.toFixed(3)} ms + servers ${c.servers.map((x) => x.toFixed(3)).join(' / ')} ms = ${total.toFixed(3)} ms; ` +
+          `${cores} cores give at most ${((cores * 1000) / total).toFixed(0)} IOPS`,
+      );
+    }
+    console.log(`the target needs <= ${((cores * 1000) / target).toFixed(3)} ms of CPU per rep3 write in all processes together`);
     console.log('(fio QD1 latency includes an fdatasync per write, the durability of an acknowledged storpool write)');
   } finally {
     await cluster.stop();

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { NbdServer, volumeExport } from '@storpool/nbd';
 import { LocalCluster, freePort } from '@storpool/testkit';
+import { cpuMs, sampleTreeCpu } from './proc.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SIZE = 1024 ** 3;
@@ -23,22 +24,51 @@ interface Numbers {
   qd1WriteMeanUs: number;
   qd1WriteP99Us: number;
   seqWriteMiBs: number;
+  /** CPU ms per 4K random read at QD32: fio's own, and the serving processes' (absent for fio on the raw file). */
+  readCpuMs: { fio: number; serving: number } | undefined;
 }
 
 type Target = string[];
 
-async function fio(target: Target, args: string[]): Promise<Record<string, any>> {
-  const { stdout } = await execa('fio', ['--name=bench', ...target, `--size=${SIZE}`, `--runtime=${SECONDS}`, '--time_based', '--output-format=json', '--randrepeat=0', '--norandommap', ...args]);
-  // The nbd engine prints 'fio: connected to NBD server' lines before the JSON document.
-  return JSON.parse(stdout.slice(stdout.indexOf('{'))).jobs[0];
+/** Who serves a target, for CPU accounting: other processes, and whether this one (storpool's NBD server) too. */
+interface Serving {
+  pids: number[];
+  self: boolean;
 }
 
-async function run(target: Target, sync = false): Promise<Numbers> {
+interface FioRun {
+  job: Record<string, any>;
+  /** CPU ms fio's processes used. */
+  fioCpuMs: number;
+}
+
+async function fio(target: Target, args: string[]): Promise<FioRun> {
+  const child = execa('fio', ['--name=bench', ...target, `--size=${SIZE}`, `--runtime=${SECONDS}`, '--time_based', '--output-format=json', '--randrepeat=0', '--norandommap', ...args]);
+  const cpu = sampleTreeCpu(child.pid!);
+  const { stdout } = await child;
+  const fioCpuMs = cpu.stop();
+  // The nbd engine prints 'fio: connected to NBD server' lines before the JSON document.
+  return { job: JSON.parse(stdout.slice(stdout.indexOf('{'))).jobs[0], fioCpuMs };
+}
+
+/** CPU ms the serving processes use while `body` runs. */
+async function servingCpu<T>(serving: Serving, body: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const before = serving.pids.map(cpuMs);
+  const self = process.cpuUsage();
+  const value = await body();
+  const used = process.cpuUsage(self);
+  const others = serving.pids.reduce((sum, pid, i) => sum + cpuMs(pid) - before[i]!, 0);
+  return { value, ms: others + (serving.self ? (used.user + used.system) / 1000 : 0) };
+}
+
+async function run(target: Target, serving: Serving | undefined, sync = false): Promise<Numbers> {
   const syncArgs = sync ? ['--fdatasync=1'] : [];
-  const rw = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=32', ...(sync ? ['--iodepth=1', '--numjobs=32', '--group_reporting'] : []), ...syncArgs]);
-  const rr = await fio(target, ['--rw=randread', '--bs=4k', '--iodepth=32']);
-  const lat = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=1', ...syncArgs]);
-  const seq = await fio(target, ['--rw=write', '--bs=1M', '--iodepth=8', ...syncArgs]);
+  const { job: rw } = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=32', ...(sync ? ['--iodepth=1', '--numjobs=32', '--group_reporting'] : []), ...syncArgs]);
+  const reads = await servingCpu(serving ?? { pids: [], self: false }, () => fio(target, ['--rw=randread', '--bs=4k', '--iodepth=32']));
+  const rr = reads.value.job;
+  const readOps = rr.read.total_ios as number;
+  const { job: lat } = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=1', ...syncArgs]);
+  const { job: seq } = await fio(target, ['--rw=write', '--bs=1M', '--iodepth=8', ...syncArgs]);
   const clat = lat.write.clat_ns;
   const syncNs = sync ? (lat.sync?.lat_ns?.mean ?? 0) : 0;
   return {
@@ -47,6 +77,7 @@ async function run(target: Target, sync = false): Promise<Numbers> {
     qd1WriteMeanUs: (clat.mean + syncNs) / 1000,
     qd1WriteP99Us: (clat.percentile?.['99.000000'] ?? 0) / 1000,
     seqWriteMiBs: seq.write.bw_bytes / 1024 ** 2,
+    readCpuMs: serving === undefined ? undefined : { fio: reads.value.fioCpuMs / readOps, serving: reads.ms / readOps },
   };
 }
 
@@ -97,20 +128,20 @@ async function main(): Promise<void> {
     console.log(`storpool NBD benchmark: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? '?'}, ${SECONDS} s per test, files in ${dir}`);
     await execa('fio', ['--name=fill', `--filename=${raw}`, '--ioengine=libaio', '--direct=1', `--size=${SIZE}`, '--bs=1M', '--iodepth=8', '--rw=write']);
     const rawTarget = [`--filename=${raw}`, '--ioengine=libaio', '--direct=1'];
-    results.set('fio raw', await run(rawTarget));
-    results.set('fio raw+fsync', await run(rawTarget, true));
+    results.set('fio raw', await run(rawTarget, undefined));
+    results.set('fio raw+fsync', await run(rawTarget, undefined, true));
 
     const qport = await freePort();
     const qemu = await peer('qemu-nbd', ['-f', 'raw', '-t', '-p', String(qport), '-b', '127.0.0.1', '--cache=none', '--aio=native', raw], qport);
     peers.push(qemu);
-    results.set('qemu-nbd', await run(nbd(qport)));
+    results.set('qemu-nbd', await run(nbd(qport), { pids: [qemu.proc.pid!], self: false }));
     await qemu.stop();
     peers.pop();
 
     const kport = await freePort();
     const kit = await peer('nbdkit', ['-f', '-p', String(kport), '-i', '127.0.0.1', 'file', `file=${raw}`], kport);
     peers.push(kit);
-    results.set('nbdkit file', await run(nbd(kport)));
+    results.set('nbdkit file', await run(nbd(kport), { pids: [kit.proc.pid!], self: false }));
     await kit.stop();
     peers.pop();
     await rm(raw, { force: true });
@@ -124,10 +155,12 @@ async function main(): Promise<void> {
       ],
     });
     const sport = (await server.listenTcp({ port: 0 })).port;
+    // This process (NBD server + client library) and the storage servers.
+    const storpool: Serving = { pids: [...cluster.servers.values()].map((s) => s.proc!.pid!), self: true };
     for (const name of ['r1', 'r3']) {
       // Lay the volume out first so reads hit data and writes overwrite, as on the raw file.
       await execa('fio', ['--name=fill', ...nbd(sport, name), `--size=${SIZE}`, '--bs=1M', '--iodepth=8', '--rw=write']);
-      results.set(`storpool ${name === 'r1' ? 'rep1' : 'rep3'}`, await run(nbd(sport, name)));
+      results.set(`storpool ${name === 'r1' ? 'rep1' : 'rep3'}`, await run(nbd(sport, name), storpool));
     }
   } finally {
     for (const p of peers) await p.stop();
@@ -146,7 +179,13 @@ async function main(): Promise<void> {
     ['4K randwrite QD1 p99 us', 'qd1WriteP99Us'],
     ['1M seq write QD8 MiB/s', 'seqWriteMiBs'],
   ];
-  for (const [label, key] of rows) console.log(`${label.padEnd(26)}${cols.map((c) => fmt(results.get(c)![key])).join('')}`);
+  for (const [label, key] of rows) console.log(`${label.padEnd(26)}${cols.map((c) => fmt(results.get(c)![key] as number)).join('')}`);
+  const cpuCell = (c: string, part: 'fio' | 'serving'): string => {
+    const v = results.get(c)!.readCpuMs;
+    return (v === undefined ? '-' : v[part].toFixed(4)).padStart(14);
+  };
+  console.log(`${'randread CPU ms/op: fio'.padEnd(26)}${cols.map((c) => cpuCell(c, 'fio')).join('')}`);
+  console.log(`${'  serving processes'.padEnd(26)}${cols.map((c) => cpuCell(c, 'serving')).join('')}`);
   const r = results.get('fio raw')!;
   const s = results.get('storpool rep3')!;
   const k = results.get('nbdkit file')!;
@@ -154,6 +193,13 @@ async function main(): Promise<void> {
     console.log(`target ${what}: ${value.toFixed(0)} vs ${goal.toFixed(0)}: ${(higher ? value >= goal : value <= goal) ? 'MET' : 'NOT MET'}`);
   check('rep3 randwrite QD32 >= 0.5 x raw/3', s.randWriteIops, (0.5 * r.randWriteIops) / 3);
   check('rep3 randread QD32 >= 1.25 x nbdkit', s.randReadIops, 1.25 * k.randReadIops);
+  // The read target as CPU: all processes share this machine's cores, fio included.
+  const budget = (cpus().length * 1000) / (1.25 * k.randReadIops);
+  const fioShare = s.readCpuMs?.fio ?? 0;
+  console.log(
+    `  at ${(1.25 * k.randReadIops).toFixed(0)} reads/s ${cpus().length} cores allow ${budget.toFixed(4)} ms of CPU per read in all; fio takes ${fioShare.toFixed(4)}, ` +
+      `leaving ${(budget - fioShare).toFixed(4)} for the NBD server, client and storage servers (they use ${(s.readCpuMs?.serving ?? 0).toFixed(4)}; nbdkit alone ${(k.readCpuMs?.serving ?? 0).toFixed(4)})`,
+  );
   check('rep3 QD1 write mean <= 300 us', s.qd1WriteMeanUs, 300, false);
   check('rep3 1M seq write >= 0.8 x raw/3', s.seqWriteMiBs, (0.8 * r.seqWriteMiBs) / 3);
   console.log('(storpool acknowledges a write when it is durable on every replica; raw, qemu-nbd and nbdkit acknowledge before any flush unless marked fsync)');

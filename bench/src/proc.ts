@@ -22,3 +22,24 @@ export function childPids(pid: number): number[] {
 
 /** The 1-minute load average. */
 export const load1 = (): number => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
+
+/**
+ * Samples the CPU of a process and of its children (fio forks its jobs) every 100 ms while it runs;
+ * stop() returns their CPU ms in total (each process as last seen: its CPU at exit is not readable).
+ */
+export function sampleTreeCpu(rootPid: number): { stop: () => number } {
+  const seen = new Map<number, number>();
+  const sample = (): void => {
+    for (const pid of [rootPid, ...childPids(rootPid)]) {
+      const ms = cpuMs(pid);
+      if (ms > 0) seen.set(pid, ms);
+    }
+  };
+  const timer = setInterval(sample, 100);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return [...seen.values()].reduce((a, b) => a + b, 0);
+    },
+  };
+}

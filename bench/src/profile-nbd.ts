@@ -7,7 +7,7 @@
 import { execa } from 'execa';
 import { NbdServer, volumeExport } from '@storpool/nbd';
 import { LocalCluster } from '@storpool/testkit';
-import { childPids, cpuMs, load1 } from './proc.js';
+import { cpuMs, load1, sampleTreeCpu } from './proc.js';
 
 const rep = Number(process.env.REP ?? 3);
 const qd = Number(process.env.QD ?? 32);
@@ -27,22 +27,16 @@ try {
   const self0 = process.cpuUsage();
   const fio = execa('fio', ['--name=run', ...target, `--rw=${rw}`, '--bs=4k', `--iodepth=${qd}`, `--runtime=${seconds}`, '--time_based', '--norandommap', '--output-format=json']);
   // fio forks its job processes: their CPU, sampled until they end.
-  const fioCpu = new Map<number, number>();
-  const sample = setInterval(() => {
-    for (const pid of [fio.pid!, ...childPids(fio.pid!)]) {
-      const ms = cpuMs(pid);
-      if (ms > 0) fioCpu.set(pid, ms);
-    }
-  }, 100);
+  const fioCpu = sampleTreeCpu(fio.pid!);
   const { stdout } = await fio;
-  clearInterval(sample);
+  const fioMs = fioCpu.stop();
   const job = JSON.parse(stdout.slice(stdout.indexOf('{'))).jobs[0];
   const self = process.cpuUsage(self0);
   const ops = (job.read.total_ios as number) + (job.write.total_ios as number);
   const per = (ms: number): string => (ms / ops).toFixed(3);
   const servers = pids.map((p, i) => cpuMs(p) - before[i]!);
   console.log(`rep${rep} 4K ${rw} QD${qd} via NBD: ${(ops / seconds).toFixed(0)} IOPS; load ${load1()}`);
-  console.log(`CPU ms per op: nbd+client ${per((self.user + self.system) / 1000)} (user ${per(self.user / 1000)} sys ${per(self.system / 1000)}), fio ~${per([...fioCpu.values()].reduce((a, b) => a + b, 0))}, servers ${servers.map(per).join(' ')}`);
+  console.log(`CPU ms per op: nbd+client ${per((self.user + self.system) / 1000)} (user ${per(self.user / 1000)} sys ${per(self.system / 1000)}), fio ~${per(fioMs)}, servers ${servers.map(per).join(' ')}`);
 } finally {
   await server.close();
   await cluster.stop();
