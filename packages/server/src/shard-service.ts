@@ -272,8 +272,17 @@ export class ShardService {
     }
   }
 
-  async #read(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], parents: readonly number[]): Promise<OpResult> {
-    const result = await this.#readChain(h, key, firstBlock, endBlock, replicas, parents);
+  #read(h: RequestHeader, key: ObjectKey, firstBlock: number, endBlock: number, replicas: readonly number[], parents: readonly number[]): Promise<OpResult> {
+    // Without parents (most volumes): one store read and one reaction, unless a block is bad.
+    if (parents.length === 0) {
+      return this.#o.store.read(key, firstBlock, endBlock - firstBlock).then((result) =>
+        result.bad.length === 0 ? this.#readReply(h, firstBlock, result) : this.#repaired(h, key, firstBlock, result, replicas).then((r) => this.#readReply(h, firstBlock, r)),
+      );
+    }
+    return this.#readChain(h, key, firstBlock, endBlock, replicas, parents).then((result) => this.#readReply(h, firstBlock, result));
+  }
+
+  #readReply(h: RequestHeader, firstBlock: number, result: ReadResult): OpResult {
     const skip = h.offset - firstBlock * BLOCK_BYTES;
     if (skip === 0 && h.length % BLOCK_BYTES === 0) {
       // Aligned: the CRCs kept on disk travel to the client unchanged (end to end).
@@ -311,10 +320,13 @@ export class ShardService {
   /** A store read whose bad blocks were replaced by good copies from replicas (or an error). */
   async #readVerified(h: RequestHeader, key: ObjectKey, firstBlock: number, count: number, replicas: readonly number[]): Promise<ReadResult> {
     const result = await this.#o.store.read(key, firstBlock, count);
-    if (result.bad.length > 0) {
-      if ((h.flags & RequestFlag.NO_REPAIR) !== 0) throw this.#corrupt(key, firstBlock, result.bad);
-      await this.#repairBlocks(h, key, firstBlock, result, replicas);
-    }
+    return result.bad.length > 0 ? this.#repaired(h, key, firstBlock, result, replicas) : result;
+  }
+
+  /** The read with its bad blocks replaced by good copies from replicas (or an error). */
+  async #repaired(h: RequestHeader, key: ObjectKey, firstBlock: number, result: ReadResult, replicas: readonly number[]): Promise<ReadResult> {
+    if ((h.flags & RequestFlag.NO_REPAIR) !== 0) throw this.#corrupt(key, firstBlock, result.bad);
+    await this.#repairBlocks(h, key, firstBlock, result, replicas);
     return result;
   }
 
