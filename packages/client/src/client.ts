@@ -145,11 +145,9 @@ export class StorpoolClient {
       this.counters.requests++;
       try {
         const { shard, replicas } = router.locate(group, placementId, objectIndex);
-        // An open connection without an await (a promise hop per request); else connect.
-        const conn = this.#pool.connected(replicas[0]!) ?? (await this.#pool.get(replicas[0]!));
         // Every field spelled out: one object shape for every request (a spread of `fill` was not).
         const fields: WireRequest = { op: fill.op, flags: fill.flags, epoch: router.epoch, group, parentCount, volumeId, objectIndex, offset: fill.offset, length: fill.length, version: fill.version ?? 0, placementId, shard };
-        const reply = await conn.request(fields, withParents, this.#requestTimeoutMs);
+        const reply = await this.#pool.request(replicas[0]!, fields, withParents, this.#requestTimeoutMs);
         check?.(reply);
         return reply;
       } catch (err) {

@@ -1,8 +1,8 @@
 import { StorpoolError } from '@storpool/errors';
-import type { PeerRole } from '@storpool/protocol';
+import type { PeerRole, ReplyFrame } from '@storpool/protocol';
 import type { Logger } from 'pino';
 import type { ShardMapView } from './map-source.js';
-import { WireConnection } from './wire-connection.js';
+import { WireConnection, type WireRequest } from './wire-connection.js';
 
 export interface ConnectionPoolOptions {
   view: ShardMapView;
@@ -16,10 +16,14 @@ export interface ConnectionPoolOptions {
  * One connection to each disk of the shard map, made on first use; a lost or failed connection is
  * forgotten so that the next request reconnects (to the address of the current map).
  */
+/** A disk's connection: being made, then (once open) also at hand without a promise hop. */
+interface PoolEntry {
+  pending: Promise<WireConnection>;
+  open: WireConnection | undefined;
+}
+
 export class ConnectionPool {
-  readonly #connections = new Map<number, Promise<WireConnection>>();
-  /** The same connections once open: a request on them needs no promise hop (see connected()). */
-  readonly #open = new Map<number, WireConnection>();
+  readonly #entries = new Map<number, PoolEntry>();
   readonly #o: ConnectionPoolOptions;
   #closed = false;
 
@@ -29,27 +33,28 @@ export class ConnectionPool {
 
   get(diskId: number): Promise<WireConnection> {
     if (this.#closed) return Promise.reject(new StorpoolError('CLIENT_ERR_CLOSED', 'connection pool closed'));
-    const existing = this.#connections.get(diskId);
-    if (existing !== undefined) return existing;
-    const pending = this.#connect(diskId);
-    this.#connections.set(diskId, pending);
+    const existing = this.#entries.get(diskId);
+    if (existing !== undefined) return existing.pending;
+    const entry: PoolEntry = { pending: this.#connect(diskId), open: undefined };
+    this.#entries.set(diskId, entry);
     const forget = (): void => {
-      if (this.#connections.get(diskId) === pending) this.#connections.delete(diskId);
+      if (this.#entries.get(diskId) === entry) this.#entries.delete(diskId);
     };
-    pending.then((conn) => {
-      if (this.#connections.get(diskId) === pending) this.#open.set(diskId, conn);
-      conn.onClose(() => {
-        forget();
-        if (this.#open.get(diskId) === conn) this.#open.delete(diskId);
-      });
+    entry.pending.then((conn) => {
+      entry.open = conn;
+      conn.onClose(forget);
     }, forget);
-    return pending;
+    return entry.pending;
   }
 
-  /** The open connection to a disk, if there is one now (get() connects). */
-  connected(diskId: number): WireConnection | undefined {
-    const conn = this.#open.get(diskId);
-    return conn === undefined || conn.closed ? undefined : conn;
+  /**
+   * One request to a disk: straight on its open connection (no promise hop: this is every
+   * client I/O and every replica write), else once get() has connected.
+   */
+  request(diskId: number, fields: WireRequest, payload: readonly Uint8Array[], timeoutMs: number): Promise<ReplyFrame> {
+    const open = this.#entries.get(diskId)?.open;
+    if (open !== undefined && !open.closed) return open.request(fields, payload, timeoutMs);
+    return this.get(diskId).then((conn) => conn.request(fields, payload, timeoutMs));
   }
 
   async #connect(diskId: number): Promise<WireConnection> {
@@ -68,17 +73,15 @@ export class ConnectionPool {
    * requests in flight fail now instead of at their deadlines, and the next request reconnects.
    */
   drop(diskId: number, reason: string): void {
-    const pending = this.#connections.get(diskId);
-    if (pending === undefined) return;
-    this.#connections.delete(diskId);
-    this.#open.delete(diskId);
-    pending.then((c) => c.abort(reason), () => undefined);
+    const entry = this.#entries.get(diskId);
+    if (entry === undefined) return;
+    this.#entries.delete(diskId);
+    entry.pending.then((c) => c.abort(reason), () => undefined);
   }
 
   close(): void {
     this.#closed = true;
-    for (const conn of this.#connections.values()) conn.then((c) => c.close(), () => undefined);
-    this.#connections.clear();
-    this.#open.clear();
+    for (const entry of this.#entries.values()) entry.pending.then((c) => c.close(), () => undefined);
+    this.#entries.clear();
   }
 }

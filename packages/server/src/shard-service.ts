@@ -602,7 +602,7 @@ export class ShardService {
 
   /** A joining disk's copy of a write while its catch-up runs: a failure stops the copy, not the client's write. */
   #toJoiner(run: SyncRun, key: ObjectKey, rh: RequestFields, payload: Uint8Array[]): Promise<void> {
-    return this.#peerRequest(run.session.target, rh, payload).then(
+    return this.#o.peers.request(run.session.target, rh, payload, this.#o.replicaTimeoutMs).then(
       () => undefined,
       (err: unknown) => this.#sync.forwardFailed(run, key, err),
     );
@@ -610,7 +610,7 @@ export class ShardService {
 
   #toReplica(peer: number, rh: RequestFields, payload: Uint8Array[]): Promise<void> {
     this.counters.replicaWrites++;
-    return this.#peerRequest(peer, rh, payload).then(
+    return this.#o.peers.request(peer, rh, payload, this.#o.replicaTimeoutMs).then(
       () => undefined,
       (err: unknown) => {
         this.counters.replicaFailures++;
@@ -622,12 +622,6 @@ export class ShardService {
     );
   }
 
-  /** One request to another disk: straight on its open connection, else once it is connected. */
-  #peerRequest(disk: number, rh: RequestFields, payload: Uint8Array[]): Promise<unknown> {
-    const conn = this.#o.peers.connected(disk);
-    if (conn !== undefined) return conn.request(rh, payload, this.#o.replicaTimeoutMs);
-    return this.#o.peers.get(disk).then((c) => c.request(rh, payload, this.#o.replicaTimeoutMs));
-  }
 
   #replicaOp(h: RequestHeader, payload: Buffer): Promise<OpResult> {
     // COPY_READ serves this disk's copy wherever the map places the object (the scrubber's source).
