@@ -384,46 +384,53 @@ export class DiskStore {
 
   /** Reads whole blocks, verifying every allocated block's CRC32C. */
   read(key: ObjectKey, firstBlock: number, blockCount: number): Promise<ReadResult> {
-    let generation: number | null = null;
     try {
       this.checkUsable();
       checkObjectKey(key);
       checkRange(firstBlock, blockCount);
-      this.counters.reads++;
-      generation = this.readBegin();
-      const lookup = this.lookup(key, firstBlock, blockCount);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.counters.reads++;
+    const generation = this.readBegin();
+    let lookup: Lookup;
+    let result: ReadResult;
+    let later: Promise<void> | null;
+    try {
+      lookup = this.lookup(key, firstBlock, blockCount);
       const full = lookup.index.length === blockCount;
-      const result: ReadResult = {
+      result = {
         data: full ? this.readBuffers.take(blockCount * BLOCK_BYTES) : Buffer.alloc(blockCount * BLOCK_BYTES),
         crcs: new Uint32Array(blockCount).fill(ZERO_BLOCK_CRC),
         allocated: new Uint8Array(blockCount),
         bad: [],
         version: lookup.version,
       };
-      const g = generation;
-      const finish = (): ReadResult => {
-        try {
-          this.verifyRead(result, lookup, key, firstBlock);
-          return result;
-        } finally {
-          this.readEnd(g);
-        }
-      };
       // Page-cache hits complete here: one resolved promise, no async function around it.
-      if (this.readRunsNow(result.data, lookup)) {
-        generation = null;
-        return Promise.resolve(finish());
-      }
-      const later = this.readRunsLater(result.data, lookup);
-      generation = null;
-      return later.then(finish, (err: unknown) => {
-        this.readEnd(g);
-        throw err;
-      });
+      later = this.readRunsNow(result.data, lookup) ? null : this.readRunsLater(result.data, lookup);
     } catch (err) {
-      if (generation !== null) this.readEnd(generation);
+      this.readEnd(generation);
       return Promise.reject(err);
     }
+    const finish = (): ReadResult => {
+      try {
+        this.verifyRead(result, lookup, key, firstBlock);
+        return result;
+      } finally {
+        this.readEnd(generation);
+      }
+    };
+    if (later === null) {
+      try {
+        return Promise.resolve(finish());
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return later.then(finish, (err: unknown) => {
+      this.readEnd(generation);
+      throw err;
+    });
   }
 
   /** Per block of [firstBlock, firstBlock + blockCount): BLOCK_HOLE, BLOCK_DATA or BLOCK_ZERO (marker). */
@@ -625,15 +632,7 @@ export class DiskStore {
   private publish(toCommit: Op[], seq: number): void {
     assert.equal(seq, this.publishedSeq + 1, 'cycles are published in journal order');
     const changes = computeChanges(this.reader, toCommit);
-    for (const [id, change] of changes.objects) {
-      const held = this.overlay.get(id);
-      if (held === undefined) {
-        this.overlay.set(id, change);
-        continue;
-      }
-      held.value = change.value;
-      for (const [b, pointer] of change.blocks) held.blocks.set(b, pointer);
-    }
+    for (const [id, change] of changes.objects) mergeChange(this.overlay, id, change);
     this.publishedSeq = seq;
     this.publishedPos = this.ring.position;
     // Reads that looked up before this point may still use the replaced blocks.
@@ -717,15 +716,7 @@ export class DiskStore {
 
   /** Puts the changes a failed checkpoint took back into the overlay, under those published since. */
   private untake(taken: Map<string, ObjectChange>): void {
-    for (const [id, newer] of this.overlay) {
-      const older = taken.get(id);
-      if (older === undefined) {
-        taken.set(id, newer);
-        continue;
-      }
-      older.value = newer.value;
-      for (const [b, pointer] of newer.blocks) older.blocks.set(b, pointer);
-    }
+    for (const [id, newer] of this.overlay) mergeChange(taken, id, newer);
     this.overlay = taken;
     this.checkpointing = null;
   }
@@ -1024,11 +1015,6 @@ const CHECKPOINT_INTERVAL_MS = 250;
 /** What the index needs of an op: a live Op, or one replayed from the journal. */
 type IndexOp = JournalOp & { applied?: boolean };
 
-/**
- * Runs inside the LMDB write transaction: first computes every change (reads only, so a bug
- * caught by an assertion leaves the transaction empty), then applies them. Returns the physical
- * blocks the commit replaces, to be freed after it.
- */
 /** Reads the index as it stands (LMDB alone, or LMDB under the store's not-yet-checkpointed changes). */
 interface IndexReader {
   object(keyBytes: Buffer, id: string): ObjectValue | undefined;
@@ -1101,6 +1087,17 @@ function computeChanges(reader: IndexReader, ops: IndexOp[]): IndexChanges {
     applyOp(op, change, existing, changes.frees);
   }
   return changes;
+}
+
+/** Lays a newer change of an object over what `into` holds for it (the newer record and pointers win). */
+function mergeChange(into: Map<string, ObjectChange>, id: string, newer: ObjectChange): void {
+  const held = into.get(id);
+  if (held === undefined) {
+    into.set(id, newer);
+    return;
+  }
+  held.value = newer.value;
+  for (const [b, pointer] of newer.blocks) held.blocks.set(b, pointer);
 }
 
 /** Lays `changed` (null: removed) over the pointers `out` holds of blocks [firstBlock, firstBlock + count). */
@@ -1219,7 +1216,6 @@ function extentsToPhys(extents: Extent[], count: number): Uint32Array {
   return phys;
 }
 
-/** Runs of consecutive logical index with consecutive physical block. */
 /** A lookup's data blocks as physically contiguous runs: the part of `data` each fills, and where on disk it is. */
 function readRunsOf(data: Buffer, lookup: Lookup, dataOffset: number): { buf: Buffer; position: number }[] {
   const runs: { index: number; physical: number; count: number }[] = [];

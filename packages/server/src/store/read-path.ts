@@ -31,7 +31,7 @@ export const READ_PATH_DEFAULTS: ReadPathOptions = { syncBytesMax: 64 * 1024, sl
 export interface ReadPathCounters {
   syncReads: number;
   asyncReads: number;
-  /** Synchronous reads that were slow (each switched reads to the threadpool for a period). */
+  /** Synchronous reads that were slow (SLOW_STREAK of them in a row switch reads to the threadpool for a period). */
   slowSyncReads: number;
 }
 
