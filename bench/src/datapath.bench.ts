@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { BLOCK_BYTES } from '@storpool/protocol';
 import { LocalCluster, SeededRandom } from '@storpool/testkit';
 import type { Volume } from '@storpool/client';
-import { cpuMs } from './proc.js';
+import { cpuDuring } from './proc.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const VOLUME_BYTES = 1024 ** 3;
@@ -73,16 +73,6 @@ async function load(depth: number, op: (rnd: SeededRandom) => Promise<void>): Pr
   return { opsPerSec: ops / SECONDS, meanLatencyUs: (latency / ops) * 1000 };
 }
 
-/** CPU ms per op that `run` costs this process and each of `pids` (sampled from /proc around it). */
-async function cpuPerOp(pids: readonly number[], run: () => Promise<{ opsPerSec: number }>): Promise<{ result: { opsPerSec: number }; client: number; servers: number[] }> {
-  const before = pids.map(cpuMs);
-  const self = process.cpuUsage();
-  const result = await run();
-  const used = process.cpuUsage(self);
-  const ops = result.opsPerSec * SECONDS;
-  return { result, client: (used.user + used.system) / 1000 / ops, servers: pids.map((pid, i) => (cpuMs(pid) - before[i]!) / ops) };
-}
-
 async function clientBench(volume: Volume, serverPids: readonly number[]): Promise<Result> {
   const blocks = VOLUME_BYTES / BLOCK_BYTES;
   const block = Buffer.alloc(BLOCK_BYTES, 0xab);
@@ -91,7 +81,9 @@ async function clientBench(volume: Volume, serverPids: readonly number[]): Promi
   await Promise.all(Array.from({ length: 8 }, async (_, w) => {
     for (let off = w * 1024 ** 2; off < VOLUME_BYTES; off += 8 * 1024 ** 2) await volume.write(off, mib);
   }));
-  const { result: rw, client: clientCpu, servers: serverCpu } = await cpuPerOp(serverPids, () => load(32, (rnd) => volume.write(rnd.int(0, blocks - 1) * BLOCK_BYTES, block)));
+  const writes = await cpuDuring(serverPids, () => load(32, (rnd) => volume.write(rnd.int(0, blocks - 1) * BLOCK_BYTES, block)));
+  const rw = writes.value;
+  const writeOps = rw.opsPerSec * SECONDS;
   const rr = await load(32, async (rnd) => void (await volume.read(rnd.int(0, blocks - 1) * BLOCK_BYTES, BLOCK_BYTES)));
   const lat = await load(1, (rnd) => volume.write(rnd.int(0, blocks - 1) * BLOCK_BYTES, block));
   let seqOff = 0;
@@ -100,7 +92,7 @@ async function clientBench(volume: Volume, serverPids: readonly number[]): Promi
     seqOff = (seqOff + mib.length) % VOLUME_BYTES;
     return volume.write(off, mib);
   });
-  return { randWriteIops: rw.opsPerSec, randReadIops: rr.opsPerSec, qd1WriteLatencyUs: lat.meanLatencyUs, seqWriteMiBs: seq.opsPerSec, writeCpuMs: { client: clientCpu, servers: serverCpu } };
+  return { randWriteIops: rw.opsPerSec, randReadIops: rr.opsPerSec, qd1WriteLatencyUs: lat.meanLatencyUs, seqWriteMiBs: seq.opsPerSec, writeCpuMs: { client: writes.selfMs / writeOps, servers: writes.pidsMs.map((ms) => ms / writeOps) } };
 }
 
 function row(name: string, unit: string, raw: number, r1: number, r3: number, higherIsBetter = true): string {

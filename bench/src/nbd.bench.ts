@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { NbdServer, volumeExport } from '@storpool/nbd';
 import { LocalCluster, freePort } from '@storpool/testkit';
-import { cpuMs, sampleTreeCpu } from './proc.js';
+import { cpuDuring, sampleTreeCpu } from './proc.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SIZE = 1024 ** 3;
@@ -51,20 +51,11 @@ async function fio(target: Target, args: string[]): Promise<FioRun> {
   return { job: JSON.parse(stdout.slice(stdout.indexOf('{'))).jobs[0], fioCpuMs };
 }
 
-/** CPU ms the serving processes use while `body` runs. */
-async function servingCpu<T>(serving: Serving, body: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const before = serving.pids.map(cpuMs);
-  const self = process.cpuUsage();
-  const value = await body();
-  const used = process.cpuUsage(self);
-  const others = serving.pids.reduce((sum, pid, i) => sum + cpuMs(pid) - before[i]!, 0);
-  return { value, ms: others + (serving.self ? (used.user + used.system) / 1000 : 0) };
-}
-
 async function run(target: Target, serving: Serving | undefined, sync = false): Promise<Numbers> {
   const syncArgs = sync ? ['--fdatasync=1'] : [];
   const { job: rw } = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=32', ...(sync ? ['--iodepth=1', '--numjobs=32', '--group_reporting'] : []), ...syncArgs]);
-  const reads = await servingCpu(serving ?? { pids: [], self: false }, () => fio(target, ['--rw=randread', '--bs=4k', '--iodepth=32']));
+  const reads = await cpuDuring(serving?.pids ?? [], () => fio(target, ['--rw=randread', '--bs=4k', '--iodepth=32']));
+  const servingMs = reads.pidsMs.reduce((a, b) => a + b, 0) + (serving?.self === true ? reads.selfMs : 0);
   const rr = reads.value.job;
   const readOps = rr.read.total_ios as number;
   const { job: lat } = await fio(target, ['--rw=randwrite', '--bs=4k', '--iodepth=1', ...syncArgs]);
@@ -77,7 +68,7 @@ async function run(target: Target, serving: Serving | undefined, sync = false): 
     qd1WriteMeanUs: (clat.mean + syncNs) / 1000,
     qd1WriteP99Us: (clat.percentile?.['99.000000'] ?? 0) / 1000,
     seqWriteMiBs: seq.write.bw_bytes / 1024 ** 2,
-    readCpuMs: serving === undefined ? undefined : { fio: reads.value.fioCpuMs / readOps, serving: reads.ms / readOps },
+    readCpuMs: serving === undefined ? undefined : { fio: reads.value.fioCpuMs / readOps, serving: servingMs / readOps },
   };
 }
 

@@ -43,3 +43,12 @@ export function sampleTreeCpu(rootPid: number): { stop: () => number } {
     },
   };
 }
+
+/** CPU ms this process and each of `pids` use while `body` runs (from process.cpuUsage and /proc). */
+export async function cpuDuring<T>(pids: readonly number[], body: () => Promise<T>): Promise<{ value: T; selfMs: number; pidsMs: number[] }> {
+  const before = pids.map(cpuMs);
+  const self = process.cpuUsage();
+  const value = await body();
+  const used = process.cpuUsage(self);
+  return { value, selfMs: (used.user + used.system) / 1000, pidsMs: pids.map((pid, i) => cpuMs(pid) - before[i]!) };
+}
